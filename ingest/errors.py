@@ -1,0 +1,94 @@
+"""The errors ``ingest`` raises, as one tree.
+
+```
+IngestError                     base of everything below; carries the process exit code
+├── UsageError                  bad command line, settings or credentials; nothing was sent (exit 2)
+│   ├── ConfigError             a settings file or value is wrong; names the file and key
+│   ├── CredentialsError        no API key could be found, or it is malformed
+│   ├── ManifestError           a manifest cannot be read at all (missing, unreadable, no header); names the file
+│   └── ResultsLockedError      another run holds the results file's lock
+├── ApiError                    one HTTP answer from the Assets API that was not 201; status, type, request id
+│   └── AuthRejected            401/403: the key is wrong or revoked; aborts the run
+├── TransportError              no HTTP answer: connection refused/reset, timeout, oversized or broken response
+└── RunAborted                  the run stopped early on purpose (credentials rejected, failure threshold) (exit 3)
+```
+
+A bad manifest *row* is not an exception: it becomes an ``invalid`` result (see ``ingest.manifest``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_ITEMS_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ABORTED = 3
+EXIT_INTERRUPTED = 130
+
+
+class IngestError(Exception):
+    """Base class; ``exit_code`` is what the CLI exits with when this error ends the process."""
+
+    exit_code: int = EXIT_ABORTED
+
+
+class UsageError(IngestError):
+    """The command line, a setting or the credentials are wrong; nothing was sent."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    """A settings file or value is wrong; the message names the file (or variable) and key."""
+
+
+class CredentialsError(UsageError):
+    """No API key was found (``FAL_KEY``, ``FAL_KEY_ID`` + ``FAL_KEY_SECRET``, or a key file), or it is malformed."""
+
+
+class ManifestError(UsageError):
+    """A whole manifest cannot be read (missing, unreadable, empty CSV header); the message names the file."""
+
+
+class ResultsLockedError(UsageError):
+    """Another live ``ingest run`` holds the lock on this results file."""
+
+
+@dataclass(eq=False)
+class ApiError(IngestError):
+    """The API answered with a status other than 201.
+
+    ``retry_after`` is the server's wait hint in seconds (already resolved from its headers), if any.
+    """
+
+    status: int
+    type: str
+    message: str
+    request_id: str | None = None
+    retry_after: float | None = None
+
+    def __str__(self) -> str:
+        rid = f" (request {self.request_id})" if self.request_id else ""
+        return f"HTTP {self.status} {self.type}: {self.message}{rid}"
+
+
+class AuthRejected(ApiError):
+    """401/403: the credentials are wrong or were revoked; the run aborts with exit 3."""
+
+
+@dataclass(eq=False)
+class TransportError(IngestError):
+    """No usable HTTP answer arrived: the server may or may not have acted, so a retry must reuse the key."""
+
+    type: str  # "timeout", "connection_error", "response_too_large", "bad_response"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}"
+
+
+class RunAborted(IngestError):
+    """The run was stopped on purpose before all items were tried (credentials rejected, failure threshold)."""
+
+    exit_code = EXIT_ABORTED

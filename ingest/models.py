@@ -1,0 +1,144 @@
+"""Pydantic models that mirror ``spec/assets-upload.openapi.yaml`` exactly.
+
+- ``UploadRequest``: the JSON body of ``POST /assets/uploads``.
+- ``Asset`` / ``Tag`` / ``UploadResponse``: the 201 response (all 16 asset fields required,
+  nullability as in the spec).
+- ``ApiErrorBody`` / ``ErrorEnvelope``: the standard error response ``{"error": {type, message, docs_url?, request_id?}}``.
+
+``tests/test_models_spec.py`` reads the spec and checks required fields, enums and bounds against these models,
+so a change to either side is caught.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+AssetType = Literal["image", "video", "audio", "3d"]
+ASSET_TYPES: tuple[str, ...] = ("image", "video", "audio", "3d")
+
+ErrorType = Literal[
+    "authorization_error",
+    "validation_error",
+    "not_found",
+    "rate_limited",
+    "server_error",
+    "not_implemented",
+]
+
+PROMPT_MAX_LENGTH = 2000
+URL_MAX_LENGTH = 8192  # not in the spec; a sanity bound so a hostile manifest cannot send megabyte URLs
+
+Prompt = Annotated[str, Field(min_length=1, max_length=PROMPT_MAX_LENGTH)]
+
+
+def check_absolute_http_url(value: str) -> str:
+    """Return ``value`` unchanged if it is an absolute http(s) URI with a host, else raise ``ValueError``.
+
+    The string is kept verbatim (no normalisation): it is part of the idempotency identity and of the body hash.
+    """
+    if len(value) > URL_MAX_LENGTH:
+        raise ValueError(f"URL is longer than {URL_MAX_LENGTH} characters")
+    if value != value.strip() or any(ch.isspace() or ord(ch) < 0x20 for ch in value):
+        raise ValueError("URL must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError on a malformed port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        shown = f"'{parts.scheme}:'" if parts.scheme else "none"
+        raise ValueError(f"URL must be absolute with an http or https scheme (scheme: {shown})")
+    if not parts.hostname:
+        raise ValueError("URL must have a host")
+    return value
+
+
+class UploadRequest(BaseModel):
+    """The request body of ``uploadAsset``; unknown fields are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    type: AssetType
+    prompt: Prompt | None = None
+    collection_id: str | None = None
+    favorite: bool = False
+    tag_ids: list[str] = Field(default_factory=list)
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_absolute_http(cls, value: str) -> str:
+        return check_absolute_http_url(value)
+
+    def body(self) -> dict[str, Any]:
+        """The canonical JSON body: fields equal to their spec default are left out, so that an explicit
+        ``favorite: false`` and an absent ``favorite`` are the same request (same body hash)."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+    def body_bytes(self) -> bytes:
+        """The canonical body serialised with sorted keys: what is sent and what ``body_sha256`` hashes."""
+        return orjson.dumps(self.body(), option=orjson.OPT_SORT_KEYS)
+
+
+class Tag(BaseModel):
+    """An asset tag as returned by the API."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    name: str
+    created_at: str | None
+
+
+class Asset(BaseModel):
+    """The ``asset`` object of a 201 response: every field is required; nullable ones may be ``null``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    vector_id: str
+    request_id: str | None
+    url: str | None
+    type: AssetType
+    title: str
+    endpoint: str | None
+    created_at: str | None
+    source: str | None
+    prompt: str | None
+    width: int | float | None
+    height: int | float | None
+    content_type: str | None
+    is_favorited: bool
+    collection_ids: list[str]
+    tags: list[Tag]
+    similarity: int | float | None
+
+
+class UploadResponse(BaseModel):
+    """The 201 response body."""
+
+    model_config = ConfigDict(extra="allow")
+
+    asset: Asset
+
+
+class ApiErrorBody(BaseModel):
+    """The ``error`` object of the standard error response."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: ErrorType
+    message: str
+    docs_url: str | None = None
+    request_id: str | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    """The standard error response format: ``{"error": {...}}``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: ApiErrorBody

@@ -1,0 +1,126 @@
+"""The pydantic models mirror spec/assets-upload.openapi.yaml: required fields, nullability, enums and bounds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytest
+import yaml
+
+from ingest.models import ASSET_TYPES, PROMPT_MAX_LENGTH, ApiErrorBody, Asset, Tag, UploadRequest
+
+SPEC = Path(__file__).resolve().parent.parent / "spec" / "assets-upload.openapi.yaml"
+SHARED_SPEC = Path(__file__).resolve().parent.parent.parent / "shared" / "spec" / "assets-upload.openapi.yaml"
+
+
+@pytest.fixture(scope="module")
+def operation() -> dict[str, Any]:
+    """The uploadAsset operation of the spec."""
+    spec = yaml.safe_load(SPEC.read_text())
+    return spec["paths"]["/assets/uploads"]["post"]  # type: ignore[no-any-return]
+
+
+def _nullable(schema: dict[str, Any]) -> bool:
+    kinds = schema.get("type")
+    return isinstance(kinds, list) and "null" in kinds
+
+
+def _accepts_none(model: type[pydantic.BaseModel], name: str) -> bool:
+    annotation = model.model_fields[name].annotation
+    return "None" in str(annotation)
+
+
+def test_repo_copy_of_spec_matches_shared_one() -> None:
+    """The spec kept in the repo is the shared contract, byte for byte (when the shared copy is present)."""
+    if not SHARED_SPEC.exists():
+        pytest.skip("shared/ is not beside this checkout")
+    assert SPEC.read_bytes() == SHARED_SPEC.read_bytes()
+
+
+def test_request_fields_required_and_defaults(operation: dict[str, Any]) -> None:
+    """UploadRequest has exactly the spec's properties, required ones without defaults, and the spec's defaults."""
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert set(UploadRequest.model_fields) == set(schema["properties"])
+    required = {name for name, field in UploadRequest.model_fields.items() if field.is_required()}
+    assert required == set(schema["required"])
+    for name, prop in schema["properties"].items():
+        if "default" in prop:
+            assert UploadRequest.model_fields[name].get_default(call_default_factory=True) == prop["default"]
+        assert _accepts_none(UploadRequest, name) == _nullable(prop), name
+
+
+def test_request_enum_and_prompt_bounds(operation: dict[str, Any]) -> None:
+    """The type enum and the prompt's length bounds are the spec's."""
+    props = operation["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert tuple(props["type"]["enum"]) == ASSET_TYPES
+    assert props["prompt"]["maxLength"] == PROMPT_MAX_LENGTH
+    base = {"url": "https://v3b.fal.media/files/a.png", "type": "image"}
+    UploadRequest.model_validate({**base, "prompt": "x" * props["prompt"]["maxLength"]})
+    UploadRequest.model_validate({**base, "prompt": "x" * props["prompt"]["minLength"]})
+    for bad in ("", "x" * (props["prompt"]["maxLength"] + 1)):
+        with pytest.raises(pydantic.ValidationError):
+            UploadRequest.model_validate({**base, "prompt": bad})
+    for kind in props["type"]["enum"]:
+        UploadRequest.model_validate({**base, "type": kind})
+    with pytest.raises(pydantic.ValidationError):
+        UploadRequest.model_validate({**base, "type": "gif"})
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["javascript:alert(1)", "file:///etc/passwd", "ftp://host/a.png", "/relative/a.png", "https://", "https:// a.png",
+     "data:image/png;base64,AAAA", "https://host:99999/a.png"],
+)
+def test_request_url_must_be_absolute_http(url: str) -> None:
+    """A URL that is not an absolute http(s) URI with a host is rejected; valid ones are kept verbatim."""
+    with pytest.raises(pydantic.ValidationError):
+        UploadRequest.model_validate({"url": url, "type": "image"})
+
+
+def test_request_url_kept_verbatim() -> None:
+    """The URL string is not normalised (it is the item's identity)."""
+    url = "HTTPS://v3b.fal.media/files/b/x/PDbTGy%20%281%29.png?x=1#frag"
+    assert UploadRequest.model_validate({"url": url, "type": "image"}).url == url
+
+
+def test_request_rejects_unknown_fields() -> None:
+    """An unknown body field is a validation error, not silently dropped."""
+    with pytest.raises(pydantic.ValidationError):
+        UploadRequest.model_validate({"url": "https://a.fal.media/x.png", "type": "image", "colour": "red"})
+
+
+def test_asset_has_all_sixteen_required_fields(operation: dict[str, Any]) -> None:
+    """Asset requires the spec's 16 fields, with the spec's nullability, and Tag its 3."""
+    asset = operation["responses"]["201"]["content"]["application/json"]["schema"]["properties"]["asset"]
+    assert len(asset["required"]) == 16
+    required = {name for name, field in Asset.model_fields.items() if field.is_required()}
+    assert required == set(asset["required"])
+    for name, prop in asset["properties"].items():
+        assert _accepts_none(Asset, name) == _nullable(prop), name
+    tag = asset["properties"]["tags"]["items"]
+    assert {name for name, field in Tag.model_fields.items() if field.is_required()} == set(tag["required"])
+    assert tuple(asset["properties"]["type"]["enum"]) == ASSET_TYPES
+
+
+def test_asset_example_validates(operation: dict[str, Any]) -> None:
+    """The spec's own 201 example validates, and dropping a nullable field is still an error (required)."""
+    example = operation["responses"]["201"]["content"]["application/json"]["example"]["asset"]
+    Asset.model_validate(example)
+    with pytest.raises(pydantic.ValidationError):
+        Asset.model_validate({k: v for k, v in example.items() if k != "similarity"})
+
+
+def test_error_envelope_matches_every_error_response(operation: dict[str, Any]) -> None:
+    """Every error response of the spec has the envelope ApiErrorBody models, with the same type enum."""
+    for status, response in operation["responses"].items():
+        if status == "201":
+            continue
+        schema = response["content"]["application/json"]["schema"]["properties"]["error"]
+        assert set(schema["required"]) == {n for n, f in ApiErrorBody.model_fields.items() if f.is_required()}
+        assert set(schema["properties"]) == set(ApiErrorBody.model_fields)
+        enum = schema["properties"]["type"]["enum"]
+        for kind in enum:
+            ApiErrorBody.model_validate({"type": kind, "message": "m"})
+        ApiErrorBody.model_validate(response["content"]["application/json"]["example"]["error"])
