@@ -1,0 +1,269 @@
+"""The fake Assets API as an aiohttp application: ``POST /v1/assets/uploads`` and a few ``/_admin`` endpoints.
+
+An upload request goes through these steps; each may answer early:
+
+1. authenticate: 401 for a missing, malformed or wrong key; 403 once the key is revoked
+   (``POST /_admin/revoke``, or more than ``revoke_after`` upload requests received);
+2. read and validate the body: 400 if it is not JSON (or over 1 MiB), 422 if it breaks the schema;
+3. gateway faults, which create nothing: token bucket and random 429s, random 500/502/503;
+4. idempotency: replay the stored 201, or 422 "payload changed", or 409 "in progress", or claim the key;
+5. latency and stalls, while holding the claim, so that a concurrent retry meets the 409;
+6. create the asset and store its 201 under the key;
+7. commit-then-fail: answer 500, or drop the connection, although the asset exists.
+
+Admin endpoints (no auth): ``GET /_admin/stats``, ``GET /_admin/assets``, ``POST /_admin/reset``,
+``POST /_admin/revoke``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import math
+import time
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from ingest.fakeserver.assets import build_asset, new_request_id, utc_timestamp
+from ingest.fakeserver.config import FakeServerConfig
+from ingest.fakeserver.faults import CommitFailure, Faults
+from ingest.fakeserver.idempotency import IdempotencyStore, StoredResponse, Verdict
+from ingest.fakeserver.ledger import Ledger
+from ingest.fakeserver.ratelimit import rate_limit_headers
+from ingest.models import ErrorType, UploadRequest
+
+UPLOADS_PATH = "/v1/assets/uploads"
+ADMIN_PATH = "/_admin"
+MAX_BODY_BYTES = 1024 * 1024  # larger bodies get a 400 (the spec has no 413)
+DOCS_URL = "https://docs.fal.ai/"
+DEFAULT_QUOTA = 10  # the per-second quota the rate-limit headers announce when no token bucket is set
+
+SERVER_ERROR_MESSAGES = {
+    500: "An unexpected error occurred",
+    502: "Upstream asset service failed",
+    503: "Service temporarily unavailable",
+}
+
+
+class FakeAssetsApi:
+    """The state and handlers of one fake server: its ledger, idempotency store, faults and revocation."""
+
+    def __init__(self, config: FakeServerConfig) -> None:
+        self.config = config
+        self.ledger = Ledger()
+        self.store = IdempotencyStore(ttl_s=config.idempotency_ttl_s)
+        self.faults = Faults(config.faults)
+        self.revoked = False  # the API key was revoked: every upload gets a 403
+        self._api_key = config.api_key.encode()
+        rate = config.faults.bucket_rate
+        # The per-second quota announced in rate-limit headers.
+        self._quota = DEFAULT_QUOTA if rate is None else max(1, round(rate))
+
+    async def upload(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/assets/uploads``."""
+        request_id = new_request_id()
+        number = self.ledger.record_arrival(time.monotonic())
+        answer = self._authenticate(request, request_id, number)
+        if answer is None:
+            answer = await self._answer(request, request_id)
+        if answer is None:
+            # The connection was dropped on purpose: aiohttp quietly fails to write this to the closed socket.
+            return web.Response(status=500)
+        self.ledger.record_answer(answer.status)
+        return answer
+
+    def _authenticate(self, request: web.Request, request_id: str, number: int) -> web.Response | None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "key" or not token:
+            return self._refuse(401, "Authentication required", request_id)
+        if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), self._api_key):
+            return self._refuse(401, "Invalid API key", request_id)
+        revoke_after = self.config.faults.revoke_after
+        if revoke_after is not None and number > revoke_after:
+            self.revoked = True
+        if self.revoked:
+            return self._refuse(403, "Access denied: key revoked", request_id)
+        return None
+
+    def _refuse(self, status: int, message: str, request_id: str) -> web.Response:
+        self.ledger.record_auth_failure()
+        return error_response(status, "authorization_error", message, request_id)
+
+    async def _answer(self, request: web.Request, request_id: str) -> web.Response | None:
+        upload = await read_upload(request, request_id)
+        if isinstance(upload, web.Response):
+            return upload
+        refusal = self._gateway_fault(request_id)
+        if refusal is not None:
+            return refusal
+        body_sha256 = hashlib.sha256(upload.body_bytes()).hexdigest()
+        key = request.headers.get("Idempotency-Key") or None  # an empty header is no key
+        if key is None:
+            return await self._create(request, request_id, upload, key=None, body_sha256=body_sha256)
+        return await self._create_once(request, request_id, upload, key=key, body_sha256=body_sha256)
+
+    def _gateway_fault(self, request_id: str) -> web.Response | None:
+        wait = self.faults.throttle()
+        if wait is not None:
+            hint = self.config.faults.rate_limit_hint
+            headers = rate_limit_headers(hint, wait, quota=self._quota, now=time.time())
+            return error_response(429, "rate_limited", "Rate limit exceeded", request_id, headers)
+        status = self.faults.server_error()
+        if status is not None:
+            message = SERVER_ERROR_MESSAGES[status]
+            return error_response(status, "server_error", message, request_id, self._unavailable_hint(status))
+        return None
+
+    def _unavailable_hint(self, status: int) -> dict[str, str] | None:
+        # RFC 9110 section 15.6.4: a 503 may say when to come back.
+        return {"Retry-After": str(math.ceil(self.config.faults.retry_after_s))} if status == 503 else None
+
+    async def _create_once(
+        self, request: web.Request, request_id: str, upload: UploadRequest, *, key: str, body_sha256: str
+    ) -> web.Response | None:
+        verdict = self.store.begin(key, body_sha256, now=time.monotonic())
+        if isinstance(verdict, StoredResponse):
+            self.ledger.replayed += 1
+            return json_response(verdict.status, verdict.body, request_id, {"Idempotent-Replayed": "true"})
+        if verdict is Verdict.PAYLOAD_CHANGED:
+            self.ledger.payload_changed_422 += 1
+            message = "payload changed: this idempotency key was already used with a different request body"
+            return error_response(422, "validation_error", message, request_id)
+        if verdict is Verdict.IN_PROGRESS:
+            self.ledger.conflicts_409 += 1
+            message = "request with this idempotency key is in progress"
+            return error_response(409, "validation_error", message, request_id)
+        try:
+            return await self._create(request, request_id, upload, key=key, body_sha256=body_sha256)
+        finally:
+            self.store.release(key)  # no-op after a commit; frees the key if the attempt was cancelled
+
+    async def _create(
+        self,
+        request: web.Request,
+        request_id: str,
+        upload: UploadRequest,
+        *,
+        key: str | None,
+        body_sha256: str,
+    ) -> web.Response | None:
+        # Draw all of this request's faults before sleeping, so a sequential client sees the seeded sequence.
+        delay, stall, failure = self.faults.delay(), self.faults.slow(), self.faults.commit_failure()
+        await _sleep(delay + stall)
+        asset = build_asset(upload, request_id=request_id, created_at=utc_timestamp())
+        body = orjson.dumps({"asset": asset})
+        self.ledger.record_created(asset, key=key, body_sha256=body_sha256)
+        if key is not None:
+            self.store.commit(key, StoredResponse(body_sha256, 201, body, stored_at=time.monotonic()))
+        return self._after_commit(request, request_id, body, failure)
+
+    def _after_commit(
+        self, request: web.Request, request_id: str, body: bytes, failure: CommitFailure | None
+    ) -> web.Response | None:
+        match failure:
+            case None:
+                return json_response(201, body, request_id)
+            case "error":
+                return error_response(500, "server_error", SERVER_ERROR_MESSAGES[500], request_id)
+            case "drop":
+                self.ledger.dropped += 1
+                if request.transport is not None:
+                    request.transport.close()
+                return None
+
+    async def admin_stats(self, request: web.Request) -> web.Response:
+        """``GET /_admin/stats``: ``Ledger.stats()``."""
+        return web.Response(body=orjson.dumps(self.ledger.stats()), content_type="application/json")
+
+    async def admin_assets(self, request: web.Request) -> web.Response:
+        """``GET /_admin/assets``: every created asset with its idempotency key and body hash."""
+        return web.Response(body=orjson.dumps(self.ledger.assets), content_type="application/json")
+
+    async def admin_reset(self, request: web.Request) -> web.Response:
+        """``POST /_admin/reset``: forget everything, as if the server had just started."""
+        self.ledger.reset()
+        self.store.clear()
+        self.faults.reset()
+        self.revoked = False
+        return web.Response(status=204)
+
+    async def admin_revoke(self, request: web.Request) -> web.Response:
+        """``POST /_admin/revoke``: revoke the API key now."""
+        self.revoked = True
+        return web.Response(status=204)
+
+    def __repr__(self) -> str:
+        return f"FakeAssetsApi({self.ledger!r}, {self.store!r}, {self.faults!r}, revoked={self.revoked})"
+
+
+FAKE_API = web.AppKey("fake_assets_api", FakeAssetsApi)
+
+
+def create_app(config: FakeServerConfig) -> web.Application:
+    """The aiohttp application of a fake Assets API set up by ``config``; its state is ``app[FAKE_API]``."""
+    api = FakeAssetsApi(config)
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[FAKE_API] = api
+    app.router.add_post(UPLOADS_PATH, api.upload)
+    app.router.add_get(f"{ADMIN_PATH}/stats", api.admin_stats)
+    app.router.add_get(f"{ADMIN_PATH}/assets", api.admin_assets)
+    app.router.add_post(f"{ADMIN_PATH}/reset", api.admin_reset)
+    app.router.add_post(f"{ADMIN_PATH}/revoke", api.admin_revoke)
+    return app
+
+
+async def read_upload(request: web.Request, request_id: str) -> UploadRequest | web.Response:
+    """The validated body of an upload request, or the 400/422 answer explaining why it is not one."""
+    if not _is_json(request.content_type):
+        return error_response(400, "validation_error", "Content-Type must be application/json", request_id)
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        message = f"Request body is larger than {MAX_BODY_BYTES} bytes"
+        return error_response(400, "validation_error", message, request_id)
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return error_response(400, "validation_error", f"Request body is not valid JSON: {exc}", request_id)
+    try:
+        # strict: JSON types as the schema says (no "true" for a boolean); the model rejects unknown fields.
+        return UploadRequest.model_validate(data, strict=True)
+    except ValidationError as exc:
+        return error_response(422, "validation_error", describe_validation_error(exc), request_id)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each offending field and what is wrong with it."""
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
+        for error in exc.errors(include_url=False)
+    )
+    return f"Invalid request body: {problems}"
+
+
+def error_response(
+    status: int, error_type: ErrorType, message: str, request_id: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """An answer in the spec's standard error format, carrying ``request_id`` in the body and the header."""
+    error = {"type": error_type, "message": message, "request_id": request_id, "docs_url": DOCS_URL}
+    return json_response(status, orjson.dumps({"error": error}), request_id, headers)
+
+
+def json_response(status: int, body: bytes, request_id: str, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON answer with its ``x-request-id`` header."""
+    all_headers = {"x-request-id": request_id}
+    if headers:
+        all_headers.update(headers)
+    return web.Response(status=status, body=body, content_type="application/json", headers=all_headers)
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+async def _sleep(seconds: float) -> None:
+    if seconds > 0.0:
+        await asyncio.sleep(seconds)
