@@ -1,0 +1,281 @@
+"""From a manifest row's fields to a valid ``UploadRequest`` or an invalid row with one precise reason.
+
+Both readers (``manifest_csv``, ``manifest_jsonl``) hand a ``RowBuilder`` the row's known fields, already
+renamed through ``ManifestOptions.columns`` and already typed (CSV cells converted, JSON values as parsed).
+The builder then, in order: takes out ``idempotency_key``; fills absent fields from ``defaults``; infers
+``type`` from the URL's extension when it is still absent; validates against ``UploadRequest`` in pydantic's
+strict mode (so ``{"url": 5}`` or ``"favorite": "yes"`` in JSON is an error, not a coercion); checks the key.
+
+An invalid row reports the *first* problem only: its field (``None`` for a line-level problem) and what was
+expected, e.g. ``RowError("prompt", "String should have at most 2000 characters")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from pydantic import ValidationError
+
+from ingest.errors import ConfigError
+from ingest.models import UploadRequest
+
+KNOWN_FIELDS = ("url", "type", "prompt", "collection_id", "favorite", "tag_ids", "idempotency_key")
+
+KEY_MAX_LENGTH = 255
+RAW_MAX_CHARS = 1000  # an invalid row keeps its raw values for the results file, each cut to about this size
+
+TYPE_BY_EXTENSION: Mapping[str, str] = MappingProxyType(
+    {
+        **dict.fromkeys(("png", "jpg", "jpeg", "webp", "gif", "bmp", "tiff", "avif", "heic"), "image"),
+        **dict.fromkeys(("mp4", "mov", "webm", "mkv", "avi", "m4v"), "video"),
+        **dict.fromkeys(("mp3", "wav", "flac", "ogg", "m4a", "aac", "opus"), "audio"),
+        **dict.fromkeys(("glb", "gltf", "obj", "fbx", "stl", "usdz", "ply"), "3d"),
+    }
+)
+
+_BOOLEAN_WORDS: Mapping[str, bool] = MappingProxyType(
+    {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+)
+FAVORITE_EXPECTED = "Input should be true/false, 1/0 or yes/no"
+TAG_IDS_EXPECTED = "Input should be a JSON array of strings or a ';'-separated list"
+TYPE_NOT_INFERRED = "missing, and could not be inferred from the URL extension (give 'image', 'video', 'audio' or '3d')"
+_NOT_DEFAULTABLE = ("url", "idempotency_key")  # a default for these would make every row the same item
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestOptions:
+    """How to read a manifest. Checked when built: a bad option raises ``ConfigError`` before any reading.
+
+    ``columns`` maps a field to the column (CSV) or key (JSONL) it is read from: ``{"url": "media_url"}``.
+    ``defaults`` fills fields that are absent (or, in CSV, empty); ``favorite``/``tag_ids`` defaults may be
+    given as CSV-style strings (``"yes"``, ``"a;b"``).
+    """
+
+    strict_columns: bool = False
+    max_line_bytes: int = 1 << 20
+    columns: Mapping[str, str] = field(default_factory=dict)
+    defaults: Mapping[str, object] = field(default_factory=dict)
+    infer_type: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_line_bytes < 1:
+            raise ConfigError(f"max_line_bytes must be at least 1 (got {self.max_line_bytes})")
+        object.__setattr__(self, "columns", MappingProxyType(_checked_columns(self.columns)))
+        object.__setattr__(self, "defaults", MappingProxyType(_checked_defaults(self.defaults)))
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """Why a row is invalid: the offending field (``None`` for a line-level problem) and what was expected."""
+
+    field: str | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRow:
+    """One data row of a manifest: ``request`` when valid, else ``error`` (and ``raw``, for the results file).
+
+    ``line`` is the 1-based physical line the row starts on. ``idempotency_key`` is the row's own explicit,
+    valid key, if it has one (also on an invalid row), else ``None``.
+    """
+
+    manifest: str
+    line: int
+    request: UploadRequest | None
+    idempotency_key: str | None
+    error: RowError | None
+    raw: Mapping[str, object] | None
+
+    def describe(self) -> str:
+        """``media.csv:17: field 'prompt': String should have at most 2000 characters`` (or ``…: valid``)."""
+        where = f"{self.manifest}:{self.line}"
+        if self.error is None:
+            return f"{where}: valid"
+        if self.error.field is None:
+            return f"{where}: {self.error.message}"
+        return f"{where}: field '{self.error.field}': {self.error.message}"
+
+
+class RowBuilder:
+    """Turns typed, renamed fields into ``ManifestRow``s for one manifest."""
+
+    __slots__ = ("_defaults", "_infer", "manifest")
+
+    def __init__(self, manifest: str, options: ManifestOptions) -> None:
+        self.manifest = manifest  # ManifestSource.name, copied into every row
+        self._defaults = dict(options.defaults)  # field -> typed default value
+        self._infer = options.infer_type  # infer an absent `type` from the URL extension
+
+    def invalid(
+        self, line: int, field: str | None, message: str, raw: Mapping[str, object] | None = None
+    ) -> ManifestRow:
+        """An invalid row; ``raw`` is kept with long values cut short."""
+        return ManifestRow(
+            self.manifest, line, None, _raw_key(raw), RowError(field, message), shrink_raw(raw)
+        )
+
+    def build(
+        self, line: int, fields: dict[str, Any], raw: Mapping[str, object] | None = None
+    ) -> ManifestRow:
+        """Validate ``fields`` (known, typed); ``raw`` is what to keep if invalid (default: ``fields``)."""
+        kept = fields if raw is None else raw
+        data = fields
+        key: object = None
+        if self._defaults or "idempotency_key" in fields:
+            data = {**self._defaults, **fields}
+            key = data.pop("idempotency_key", None)
+        inferred = False
+        if self._infer and "type" not in data:
+            data, inferred = _with_inferred_type(data)
+        try:
+            request = UploadRequest.model_validate(data, strict=True)
+        except ValidationError as exc:
+            return self.invalid(line, *_first_error(exc, type_was_inferred=inferred), kept)
+        if key is None or key == "":
+            return ManifestRow(self.manifest, line, request, None, None, None)
+        problem = check_idempotency_key(key)
+        if problem is not None:
+            return self.invalid(line, "idempotency_key", problem, kept)
+        return ManifestRow(self.manifest, line, request, str(key), None, None)
+
+
+def parse_favorite(cell: str) -> bool | None:
+    """A CSV ``favorite`` cell as a boolean (true/false, 1/0, yes/no, any case), else ``None``."""
+    return _BOOLEAN_WORDS.get(cell.strip().lower())
+
+
+def parse_tag_ids(cell: str) -> list[str] | None:
+    """A CSV ``tag_ids`` cell: a JSON array of strings or ``a;b`` (items stripped, empties dropped)."""
+    if not cell.lstrip().startswith("["):
+        return [tag for tag in (item.strip() for item in cell.split(";")) if tag]
+    try:
+        value = orjson.loads(cell)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(value, list) and all(isinstance(tag, str) for tag in value):
+        return value
+    return None
+
+
+def check_idempotency_key(key: object) -> str | None:
+    """``None`` if ``key`` is 1..255 printable ASCII characters without spaces, else what is wrong with it."""
+    if not isinstance(key, str):
+        return "Input should be a valid string"
+    if not 1 <= len(key) <= KEY_MAX_LENGTH:
+        return f"should have 1 to {KEY_MAX_LENGTH} characters (has {len(key)})"
+    # For ASCII, isprintable() is exactly 0x20..0x7e; excluding the space leaves the visible characters.
+    if not (key.isascii() and key.isprintable()) or " " in key:
+        return "should contain only printable ASCII characters and no spaces"
+    return None
+
+
+def infer_type(url: str) -> str | None:
+    """The asset type that the extension of ``url``'s path suggests (``…/a.PNG?x=1`` -> ``image``), if any."""
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        return None
+    name = path.rpartition("/")[2]
+    if "." not in name:
+        return None
+    return TYPE_BY_EXTENSION.get(name.rpartition(".")[2].lower())
+
+
+def shrink_raw(raw: Mapping[str, object] | None) -> dict[str, object] | None:
+    """A copy of ``raw`` fit for the results file: long strings cut, big or too-deep values as short text."""
+    if raw is None:
+        return None
+    return {name: _shrink(value) for name, value in raw.items()}
+
+
+def _shrink(value: object) -> object:
+    if isinstance(value, str):
+        return value if len(value) <= RAW_MAX_CHARS else value[:RAW_MAX_CHARS] + "…"
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    try:
+        text = orjson.dumps(value)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (it reads deeper than it writes)
+        return "<value nested too deeply>"
+    if len(text) <= RAW_MAX_CHARS:
+        return value
+    return text[:RAW_MAX_CHARS].decode("utf-8", "ignore") + "…"
+
+
+def _raw_key(raw: Mapping[str, object] | None) -> str | None:
+    key = raw.get("idempotency_key") if raw is not None else None
+    return key if isinstance(key, str) and key and check_idempotency_key(key) is None else None
+
+
+def _with_inferred_type(data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """``data`` with the inferred ``type`` (a copy: the caller's dict is the raw row); whether it tried."""
+    url = data.get("url")
+    if not isinstance(url, str):
+        return data, False
+    asset_type = infer_type(url)
+    if asset_type is None:
+        return data, True
+    return {**data, "type": asset_type}, True
+
+
+def _first_error(exc: ValidationError, *, type_was_inferred: bool) -> tuple[str | None, str]:
+    """The first pydantic error as (field, message); a validator's ``ValueError`` gives its own message."""
+    error = exc.errors(include_url=False)[0]
+    loc = error["loc"]
+    name = str(loc[0]) if loc else None
+    message = error["msg"]
+    if error["type"] == "value_error" and "error" in error.get("ctx", {}):
+        message = str(error["ctx"]["error"])
+    elif name == "type" and error["type"] == "missing" and type_was_inferred:
+        message = TYPE_NOT_INFERRED
+    if len(loc) > 1:
+        message += f" (at {name}{''.join(f'[{part}]' for part in loc[1:])})"
+    return name, message
+
+
+def _checked_columns(columns: Mapping[str, str]) -> dict[str, str]:
+    """``columns`` if every key is a known field and no two fields read one column, else ``ConfigError``."""
+    unknown = sorted(set(columns) - set(KNOWN_FIELDS))
+    if unknown:
+        raise ConfigError(f"columns: unknown field(s) {unknown}; known fields: {', '.join(KNOWN_FIELDS)}")
+    readers: dict[str, str] = {}
+    for name in KNOWN_FIELDS:
+        column = columns.get(name, name)
+        if not isinstance(column, str) or not column:
+            raise ConfigError(f"columns: field '{name}' needs a non-empty column name")
+        if column in readers:
+            raise ConfigError(f"columns: fields '{readers[column]}' and '{name}' both read column '{column}'")
+        readers[column] = name
+    return dict(columns)
+
+
+def _checked_defaults(defaults: Mapping[str, object]) -> dict[str, object]:
+    """``defaults`` typed (CSV-style text accepted for favorite/tag_ids) and checked, else ``ConfigError``."""
+    typed: dict[str, object] = {}
+    for name, value in defaults.items():
+        if name not in KNOWN_FIELDS or name in _NOT_DEFAULTABLE:
+            allowed = [f for f in KNOWN_FIELDS if f not in _NOT_DEFAULTABLE]
+            raise ConfigError(f"defaults: '{name}' cannot have a default; allowed: {', '.join(allowed)}")
+        typed[name] = _typed_default(name, value)
+    try:
+        UploadRequest.model_validate({"url": "https://example.com/a", "type": "image", **typed}, strict=True)
+    except ValidationError as exc:
+        field_name, message = _first_error(exc, type_was_inferred=False)
+        raise ConfigError(f"defaults: '{field_name}': {message}") from None
+    return typed
+
+
+def _typed_default(name: str, value: object) -> object:
+    if not isinstance(value, str) or name not in ("favorite", "tag_ids"):
+        return value
+    converted = parse_favorite(value) if name == "favorite" else parse_tag_ids(value)
+    if converted is None:
+        expected = FAVORITE_EXPECTED if name == "favorite" else TAG_IDS_EXPECTED
+        raise ConfigError(f"defaults: '{name}': {expected} (got {value!r})")
+    return converted
