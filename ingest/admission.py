@@ -1,0 +1,169 @@
+"""Deciding what happens to each manifest row before any request — pure, shared by ``run``, ``validate`` and
+``run --dry-run``.
+
+``Admission.admit(row)`` returns one of:
+- a ``WorkItem`` — send it;
+- a ``Result`` — record it without a request: an invalid row, a duplicate of an earlier row (same key, same
+  body), a conflict (same key, other body: invalid, naming both lines), or a row that changed since an earlier run
+  ingested it;
+- a ``Verdict.SKIP_DONE`` / ``Verdict.SKIP_FAILED`` — an earlier run settled it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+
+from ingest.keys import KeyDeriver, body_sha256
+from ingest.manifest import ManifestRow
+from ingest.results import Result, Status, error_dict
+from ingest.resume import ResumeIndex, Verdict
+
+log = structlog.get_logger("ingest.admission")
+
+FAL_HOST_SUFFIXES = ("fal.media", "fal.ai", "fal.run")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One item on its way to the API; everything about it is decided before it is queued."""
+
+    manifest: str
+    line: int
+    key: str
+    body: dict[str, Any]
+    body_bytes: bytes
+    body_sha256: str
+
+
+def is_fal_host(url: str) -> bool:
+    """Whether ``url`` points at fal-hosted media."""
+    host = (urlsplit(url).hostname or "").lower()
+    return any(host == suffix or host.endswith("." + suffix) for suffix in FAL_HOST_SUFFIXES)
+
+
+@dataclass(slots=True)
+class Admission:
+    """Routes rows; keeps this run's first occurrence of every key to detect duplicates."""
+
+    keys: KeyDeriver
+    index: ResumeIndex = field(default_factory=ResumeIndex)
+    retry_failed: bool = False
+    require_fal_host: bool = False
+    run_id: str = ""
+    seen: dict[str, tuple[str, int, str]] = field(default_factory=dict)  # key -> (manifest, line, body sha)
+    warned_hosts: set[str] = field(default_factory=set)  # manifests already warned about non-fal hosts
+
+    def __repr__(self) -> str:
+        return f"Admission(seen={len(self.seen)}, index={self.index!r})"
+
+    def admit(self, row: ManifestRow) -> WorkItem | Result | Verdict:
+        """See the module docstring."""
+        if row.request is None:
+            return self._invalid(row)
+        if (problem := self._host_problem(row)) is not None:
+            return problem
+        body = row.request.body()
+        body_bytes = row.request.body_bytes()
+        sha = body_sha256(body_bytes)
+        key = self.keys.derive(body, row.idempotency_key)
+        verdict, where = self.index.decide(key, sha, retry_failed=self.retry_failed)
+        if verdict in (Verdict.SKIP_DONE, Verdict.SKIP_FAILED):
+            # Settled by an earlier run, which already recorded any repeat of it as a duplicate.
+            return verdict
+        if (duplicate := self._duplicate(row, key, body, sha)) is not None:
+            return duplicate
+        if verdict is Verdict.CHANGED:
+            return self._changed(row, key, body, sha, where)
+        return WorkItem(row.manifest, row.line, key, body, body_bytes, sha)
+
+    def _invalid(self, row: ManifestRow) -> Result:
+        assert row.error is not None
+        log.warning(
+            "row.invalid", manifest=row.manifest, line=row.line, field=row.error.field, reason=row.error.message
+        )
+        item = dict(row.raw) if row.raw is not None else None
+        error = error_dict("invalid_row", row.error.message, retryable=False, field=row.error.field)
+        return Result(
+            row.idempotency_key, row.manifest, row.line, Status.INVALID, item, error=error, run_id=self.run_id
+        )
+
+    def _host_problem(self, row: ManifestRow) -> Result | None:
+        assert row.request is not None
+        if is_fal_host(row.request.url):
+            return None
+        host = urlsplit(row.request.url).hostname
+        if not self.require_fal_host:
+            if row.manifest not in self.warned_hosts:
+                self.warned_hosts.add(row.manifest)
+                log.warning(
+                    "manifest.non_fal_host",
+                    manifest=row.manifest,
+                    line=row.line,
+                    host=host,
+                    hint="the API ingests fal-hosted media; --require-fal-host makes this an error",
+                )
+            return None
+        message = f"URL host {host!r} is not a fal media host (--require-fal-host)"
+        log.warning("row.invalid", manifest=row.manifest, line=row.line, field="url", reason=message)
+        error = error_dict("invalid_row", message, retryable=False, field="url")
+        return Result(
+            row.idempotency_key,
+            row.manifest,
+            row.line,
+            Status.INVALID,
+            row.request.body(),
+            error=error,
+            run_id=self.run_id,
+        )
+
+    def _duplicate(self, row: ManifestRow, key: str, body: dict[str, Any], sha: str) -> Result | None:
+        first = self.seen.get(key)
+        if first is None:
+            self.seen[key] = (row.manifest, row.line, sha)
+            return None
+        manifest, line, first_sha = first
+        duplicate_of = {"manifest": manifest, "line": line}
+        if first_sha == sha:
+            log.info("item.duplicate", manifest=row.manifest, line=row.line, duplicate_of=duplicate_of)
+            return Result(
+                key,
+                row.manifest,
+                row.line,
+                Status.DUPLICATE,
+                body,
+                body_sha256=sha,
+                duplicate_of=duplicate_of,
+                run_id=self.run_id,
+            )
+        message = (
+            f"same idempotency key as {manifest} line {line} but a different body: "
+            "one item cannot have two versions (fix one row, or widen key_fields)"
+        )
+        log.warning("row.invalid", manifest=row.manifest, line=row.line, field=None, reason=message)
+        error = error_dict("duplicate_conflict", message, retryable=False)
+        return Result(
+            key,
+            row.manifest,
+            row.line,
+            Status.INVALID,
+            body,
+            body_sha256=sha,
+            error=error,
+            duplicate_of=duplicate_of,
+            run_id=self.run_id,
+        )
+
+    def _changed(self, row: ManifestRow, key: str, body: dict[str, Any], sha: str, where: str | None) -> Result:
+        message = (
+            f"row changed since it was ingested (recorded at {where}); not re-uploaded. "
+            "To ingest the new version as a new asset, set key_namespace or an explicit idempotency_key"
+        )
+        log.warning("item.changed", manifest=row.manifest, line=row.line, key=key, first_recorded=where)
+        error = error_dict("changed_since_ingested", message, retryable=False)
+        return Result(
+            key, row.manifest, row.line, Status.INVALID, body, body_sha256=sha, error=error, run_id=self.run_id
+        )

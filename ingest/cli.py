@@ -1,0 +1,331 @@
+"""The ``ingest`` command line (``DESIGN.md`` § CLI): parse, resolve settings, hand over, map the outcome to an
+exit code. Nothing here knows how uploads work.
+
+Every flag of ``run`` is a setting (``ingest.settings.Settings``); a flag given on the command line beats the
+``INGEST_*`` variable, which beats the ``--config`` file, which beats the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import structlog
+
+from ingest import __version__
+from ingest.client import ClientOptions
+from ingest.credentials import resolve_api_key
+from ingest.errors import EXIT_USAGE, IngestError, UsageError
+from ingest.keys import KeyDeriver
+from ingest.logging import configure_logging
+from ingest.manifest import ManifestOptions, ManifestSource, preflight
+from ingest.pipeline import RunConfig, RunReport, run_pipeline
+from ingest.retry import RetryPolicy
+from ingest.settings import Settings, build_settings
+
+log = structlog.get_logger("ingest.cli")
+
+
+def _csv_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+# (flag, settings field, argparse options) — the run flags; each maps to one setting.
+RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--results", "results", {"metavar": "PATH", "help": "results file (default: <first manifest>.results.jsonl)"}),
+    ("--base-url", "base_url", {"metavar": "URL", "help": "API root, e.g. https://api.fal.ai/v1"}),
+    ("--concurrency", "concurrency", {"type": int, "metavar": "N", "help": "requests in flight at once"}),
+    ("--rate", "rate", {"type": float, "metavar": "R", "help": "requests per second, retries included"}),
+    ("--burst", "burst", {"type": float, "metavar": "B", "help": "rate limiter bucket size"}),
+    ("--max-attempts", "max_attempts", {"type": int, "metavar": "N", "help": "attempts per item"}),
+    (
+        "--max-retry-time",
+        "max_retry_time",
+        {"type": float, "metavar": "S", "help": "seconds per item, retries included"},
+    ),
+    ("--request-timeout", "request_timeout", {"type": float, "metavar": "S", "help": "seconds per request"}),
+    ("--connect-timeout", "connect_timeout", {"type": float, "metavar": "S", "help": "seconds to connect"}),
+    ("--key-fields", "key_fields", {"type": _csv_list, "metavar": "F,F", "help": "identity fields for the key"}),
+    ("--key-namespace", "key_namespace", {"metavar": "NAME", "help": "derive keys in another namespace"}),
+    ("--key-file", "key_file", {"metavar": "PATH", "help": "read the API key from this file"}),
+    ("--retry-failed", "retry_failed", {"action": "store_true", "help": "retry permanent failures too"}),
+    ("--grace-period", "grace_period", {"type": float, "metavar": "S", "help": "drain time after a signal"}),
+    ("--max-failures", "max_failures", {"type": int, "metavar": "N", "help": "abort after N failed items"}),
+    ("--failure-ratio", "failure_ratio", {"type": float, "metavar": "X", "help": "abort above this failed share"}),
+    ("--allow-insecure-http", "allow_insecure_http", {"action": "store_true", "help": "allow http to non-loopback"}),
+    ("--require-fal-host", "require_fal_host", {"action": "store_true", "help": "reject non-fal media URLs"}),
+    ("--log-format", "log_format", {"choices": ["auto", "json", "console"], "help": "log renderer"}),
+    ("--log-level", "log_level", {"choices": ["debug", "info", "warning", "error"], "help": "log level"}),
+    ("--progress", "progress", {"choices": ["auto", "bar", "log", "off"], "help": "progress display"}),
+    (
+        "--progress-interval",
+        "progress_interval",
+        {"type": float, "metavar": "S", "help": "seconds between progress events"},
+    ),
+]
+MANIFEST_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--format", "format", {"choices": ["csv", "jsonl"], "help": "manifest format (required for stdin '-')"}),
+    ("--strict-columns", "strict_columns", {"action": "store_true", "help": "unknown columns are errors"}),
+    ("--max-line-bytes", "max_line_bytes", {"type": int, "metavar": "N", "help": "longest manifest line"}),
+]
+
+
+def _add_flags(parser: argparse.ArgumentParser, flags: list[tuple[str, str, dict[str, Any]]], prefix: str) -> None:
+    for flag, dest, options in flags:
+        parser.add_argument(flag, dest=f"{prefix}{dest}", default=argparse.SUPPRESS, **options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = argparse.ArgumentParser(prog="ingest", description="Bulk-ingest media into a fal Assets library.")
+    parser.add_argument("--version", action="version", version=f"ingest {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="upload every item of the manifests (the main job)")
+    run.add_argument("manifests", nargs="+", metavar="MANIFEST", help="CSV/JSONL files (.gz too), or - for stdin")
+    run.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file (configs/*.toml)")
+    run.add_argument("--limit", type=int, metavar="N", help="send at most N items (try a run on a slice)")
+    _add_flags(run, RUN_FLAGS, "s.")
+    _add_flags(run, MANIFEST_FLAGS, "m.")
+    run.set_defaults(handler=cmd_run)
+
+    validate = commands.add_parser("validate", help="check manifests without sending anything")
+    validate.add_argument("manifests", nargs="+", metavar="MANIFEST")
+    validate.add_argument("--config", type=Path, metavar="FILE")
+    validate.add_argument("--show", type=int, default=20, metavar="N", help="print the first N problems")
+    validate.add_argument("--key-fields", dest="s.key_fields", type=_csv_list, default=argparse.SUPPRESS)
+    validate.add_argument("--key-namespace", dest="s.key_namespace", default=argparse.SUPPRESS)
+    _add_flags(validate, MANIFEST_FLAGS, "m.")
+    validate.set_defaults(handler=cmd_validate)
+
+    fake = commands.add_parser("fake-server", help="run the embedded fake Assets API on loopback")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=8787)
+    fake.add_argument("--profile", default="none", help="fault profile name (configs/faults/*.toml) or a path")
+    fake.add_argument("--key", default="fake-key", help="the API key the server accepts")
+    fake.set_defaults(handler=cmd_fake_server)
+
+    demo = commands.add_parser("demo", help="the whole job end to end on the embedded fake server, no key needed")
+    demo.add_argument("--dir", type=Path, default=Path("demo-output"), help="where the demo writes its files")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _layers(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags that were given, as a settings layer."""
+    flags: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        if dest.startswith("s."):
+            flags[dest[2:]] = value
+        elif dest.startswith("m."):
+            flags.setdefault("manifest", {})[dest[2:]] = value
+    return flags
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    """Flags > env > ``--config`` file > defaults."""
+    return build_settings(flags=_layers(args), config_file=getattr(args, "config", None))
+
+
+def manifest_options(settings: Settings) -> ManifestOptions:
+    """The reader options from settings."""
+    m = settings.manifest
+    return ManifestOptions(
+        strict_columns=m.strict_columns,
+        max_line_bytes=m.max_line_bytes,
+        columns=m.columns,
+        defaults=m.defaults,
+        infer_type=m.infer_type,
+    )
+
+
+def open_sources(paths: Sequence[str], settings: Settings) -> list[ManifestSource]:
+    """Open and preflight every manifest before anything is sent (a bad file is exit 2, not a half run)."""
+    if list(paths).count("-") > 1:
+        raise UsageError("stdin ('-') can be given only once")
+    sources = [ManifestSource.open(path, format=settings.manifest.format) for path in paths]
+    options = manifest_options(settings)
+    for source in sources:
+        preflight(source, options)
+    return sources
+
+
+def check_transport(base_url: str, *, allow_insecure_http: bool) -> None:
+    """The key goes only over https, or plain http to loopback, unless explicitly allowed."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--base-url must be an http(s) URL with a host, got {base_url!r}")
+    if parts.scheme == "https" or allow_insecure_http:
+        return
+    host = parts.hostname
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise UsageError(f"refusing to send the API key over plain http to {host}; use https, or --allow-insecure-http")
+
+
+def default_results_path(sources: Sequence[ManifestSource]) -> Path:
+    """``<first manifest>.results.jsonl`` beside it (compression and format suffixes dropped)."""
+    first = sources[0]
+    if first.path == "-":
+        raise UsageError("reading from stdin: give --results PATH")
+    path = Path(first.path)
+    name = path.name
+    for suffix in (".gz", ".csv", ".jsonl", ".ndjson"):
+        name = name.removesuffix(suffix)
+    return path.with_name(f"{name}.results.jsonl")
+
+
+def run_config(
+    settings: Settings, sources: list[ManifestSource], *, limit: int | None = None, handle_signals: bool = False
+) -> RunConfig:
+    """Translate settings into the pipeline's ``RunConfig``."""
+    try:
+        keys = KeyDeriver(tuple(settings.key_fields), settings.key_namespace)
+    except ValueError as exc:
+        raise UsageError(f"key_fields: {exc}") from None
+    return RunConfig(
+        sources=sources,
+        results_path=settings.results or default_results_path(sources),
+        client=ClientOptions(
+            base_url=settings.base_url,
+            concurrency=settings.concurrency,
+            connect_timeout=settings.connect_timeout,
+            request_timeout=settings.request_timeout,
+            max_response_bytes=settings.max_response_bytes,
+            max_server_wait=settings.max_server_wait,
+        ),
+        rate=settings.rate,
+        burst=settings.burst,
+        manifest_options=manifest_options(settings),
+        keys=keys,
+        policy=RetryPolicy(
+            max_attempts=settings.max_attempts,
+            max_retry_time=settings.max_retry_time,
+            backoff_initial=settings.backoff_initial,
+            backoff_max=settings.backoff_max,
+            conflict_attempts=settings.conflict_attempts,
+            max_server_wait=settings.max_server_wait,
+        ),
+        retry_failed=settings.retry_failed,
+        grace_period=settings.grace_period,
+        fsync_interval=settings.fsync_interval,
+        max_failures=settings.max_failures,
+        failure_ratio=settings.failure_ratio,
+        failure_min_items=settings.failure_min_items,
+        require_fal_host=settings.require_fal_host,
+        progress_interval=settings.progress_interval,
+        handle_signals=handle_signals,
+        limit=limit,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``ingest run``."""
+    settings = load_settings(args)
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    api_key = resolve_api_key(key_file=settings.key_file)
+    configure_logging(fmt=settings.log_format, level=settings.log_level, secrets=[api_key.reveal()])
+    check_transport(settings.base_url, allow_insecure_http=settings.allow_insecure_http)
+    sources = open_sources(args.manifests, settings)
+    config = run_config(settings, sources, limit=args.limit, handle_signals=True)
+    report: RunReport = anyio.run(run_pipeline, config, api_key)
+    print_summary(report)
+    return report.exit_code
+
+
+def print_summary(report: RunReport, *, out: Any = None) -> None:
+    """A short human summary on stderr (the JSON ``run.summary`` event carries the same figures)."""
+    out = out or sys.stderr
+    s = report.stats.snapshot()
+    lines = [
+        f"ingest: {s['succeeded']} succeeded, {s['failed']} failed, {s['invalid']} invalid, "
+        f"{s['duplicate']} duplicate, {s['skipped']} skipped (already done) — "
+        f"{s['requests']} requests ({s['retries']} retries) in {s['elapsed_s']:.1f}s",
+        f"results: {report.results_path}",
+    ]
+    if report.aborted is not None:
+        lines.append(f"aborted: {report.aborted} — unfinished items stay pending for the next run")
+    elif report.interrupted:
+        lines.append("interrupted: the results file is complete up to here; run the same command to continue")
+    print("\n".join(lines), file=out)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """``ingest validate``: no network; counts and the first problems."""
+    from ingest.validate import validate_manifests
+
+    settings = load_settings(args)
+    configure_logging(fmt=settings.log_format, level="error")  # the report below says it all
+    sources = open_sources(args.manifests, settings)
+    keys = KeyDeriver(tuple(settings.key_fields), settings.key_namespace)
+    return validate_manifests(sources, manifest_options(settings), keys, show=args.show)
+
+
+def cmd_fake_server(args: argparse.Namespace) -> int:
+    """``ingest fake-server``: serve until SIGINT/SIGTERM."""
+    from ingest.fakeserver import FakeServer, FakeServerConfig, load_profile, serve_forever
+
+    try:
+        faults = load_profile(args.profile)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"--profile: {exc}") from None
+    config = FakeServerConfig(api_key=args.key, faults=faults)
+
+    def ready(server: FakeServer) -> None:
+        print(
+            f"fake Assets API listening: --base-url {server.url}  (key: {args.key}, profile: {args.profile})",
+            file=sys.stderr,
+            flush=True,
+        )
+        print(f"admin: {server.admin_url}/stats", file=sys.stderr, flush=True)
+
+    async def serve() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_cancel_on_signal, tg.cancel_scope)
+            await serve_forever(config, host=args.host, port=args.port, on_ready=ready)
+
+    anyio.run(serve)
+    return 0
+
+
+async def _cancel_on_signal(scope: anyio.CancelScope) -> None:
+    import signal
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``ingest demo``."""
+    from ingest.demo import run_demo
+
+    return run_demo(args.dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except IngestError as exc:
+        print(f"ingest: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_USAGE

@@ -1,0 +1,517 @@
+"""The run, wired in one place (``run_pipeline``):
+
+```
+manifests ─► producer ─► items stream (bounded) ─► N consumers ─► results stream ─► sink ─► results.jsonl
+              parse, key,                           limiter, upload,                 single writer
+              dedupe, resume                         retry policy
+```
+
+- The producer reads manifests in a worker thread in batches, derives each item's key, records invalid rows,
+  duplicates and changed rows straight to the results stream, skips what an earlier run settled, and queues the
+  rest. The items stream holds at most ``2 × concurrency`` items: memory does not grow with the manifest.
+- Consumers share one client (one ``aiohttp`` session) and one ``RateLimiter``; every attempt passes the limiter.
+- The sink is the only writer of the results file (``ingest.sink``).
+- ``RunControl`` is how the run stops early: ``stop()`` (first signal) stops reading and lets in-flight requests
+  finish within the grace period; ``cancel()`` (second signal, grace expired) abandons them; ``abort(error)``
+  (credentials rejected, failure threshold) abandons them and ends with exit 3. Items not finished stay pending:
+  they have no record, so the next run sends them again, with the same key.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ingest.admission import Admission, WorkItem
+from ingest.client import AssetsClient, AttemptResult, ClientOptions, open_session
+from ingest.credentials import ApiKey
+from ingest.errors import (
+    EXIT_ABORTED,
+    EXIT_INTERRUPTED,
+    EXIT_ITEMS_FAILED,
+    EXIT_OK,
+    AuthRejected,
+    IngestError,
+    RunAborted,
+)
+from ingest.keys import KeyDeriver
+from ingest.limiter import RateLimiter
+from ingest.lock import ResultsLock
+from ingest.manifest import ManifestOptions, ManifestRow, ManifestSource, count_rows, read_manifest
+from ingest.results import Result, Status, error_dict
+from ingest.resume import ResumeIndex, Verdict, load_index, repair
+from ingest.retry import Outcome, RetryPolicy, classify, decide
+from ingest.sink import ResultsSink
+from ingest.stats import RunStats
+
+log = structlog.get_logger("ingest.pipeline")
+
+READ_BATCH = 512  # manifest rows parsed per trip to the reader thread
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """Everything one run needs, resolved from settings by the CLI (or built directly by tests)."""
+
+    sources: list[ManifestSource]
+    results_path: Path
+    client: ClientOptions
+    rate: float
+    burst: float | None = None
+    manifest_options: ManifestOptions = field(default_factory=ManifestOptions)
+    keys: KeyDeriver = field(default_factory=KeyDeriver)
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    retry_failed: bool = False
+    grace_period: float = 10.0
+    fsync_interval: float = 1.0
+    max_failures: int | None = None
+    failure_ratio: float = 0.5
+    failure_min_items: int = 1000
+    require_fal_host: bool = False
+    progress_interval: float = 10.0
+    handle_signals: bool = False
+    limit: int | None = None  # stop queuing after this many items (trying a run on a slice)
+    seed: int | None = None  # for the backoff jitter; None: from the OS
+
+
+@dataclass(slots=True)
+class RunReport:
+    """How the run ended: its counters, and why it stopped if it stopped early."""
+
+    stats: RunStats
+    results_path: Path
+    aborted: IngestError | None = None
+    interrupted: bool = False
+    resume: ResumeIndex | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """``DESIGN.md`` § Exit codes."""
+        if self.aborted is not None:
+            return EXIT_ABORTED
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        if self.stats.by_status.get("failed", 0) or self.stats.by_status.get("invalid", 0):
+            return EXIT_ITEMS_FAILED
+        return EXIT_OK
+
+
+class RunControl:
+    """The run's brakes; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.producer_scope = anyio.CancelScope()  # cancelled to stop reading the manifests
+        self.workers_scope = anyio.CancelScope()  # cancelled to abandon in-flight work
+        self.stopping = False  # no new attempts may start
+        self.interrupted = False  # a signal stopped the run
+        self.aborted: IngestError | None = None  # why the run was aborted, if it was
+
+    def __repr__(self) -> str:
+        return f"RunControl(stopping={self.stopping}, interrupted={self.interrupted}, aborted={self.aborted!r})"
+
+    def stop(self) -> None:
+        """Stop reading and starting attempts; in-flight requests may finish."""
+        self.stopping = True
+        self.producer_scope.cancel()
+
+    def cancel(self) -> None:
+        """Abandon everything in flight now."""
+        self.stop()
+        self.workers_scope.cancel()
+
+    def abort(self, error: IngestError) -> None:
+        """Stop at once because of ``error`` (the first reason wins)."""
+        if self.aborted is None:
+            self.aborted = error
+        self.cancel()
+
+
+async def run_pipeline(config: RunConfig, api_key: ApiKey) -> RunReport:
+    """Run the whole job once; holds the results file's lock throughout."""
+    with ResultsLock(config.results_path):
+        index = _load_resume(config.results_path)
+        return await _Run(config, api_key, index).execute()
+
+
+def _load_resume(path: Path) -> ResumeIndex:
+    index = load_index(path)
+    if index.torn_tail:
+        repair(path, index)
+        log.warning("resume.repaired", results=str(path), truncated_at=index.repair_offset)
+    if index.unreadable_count:
+        log.warning(
+            "resume.unreadable_lines", results=str(path), count=index.unreadable_count, lines=index.unreadable_lines
+        )
+    if index.lines_read:
+        log.info("resume.loaded", results=str(path), records=index.lines_read, keys=len(index))
+    return index
+
+
+class _Run:
+    """One execution of ``run_pipeline``: the tasks and the state they share."""
+
+    def __init__(self, config: RunConfig, api_key: ApiKey, index: ResumeIndex) -> None:
+        self.config = config
+        self.api_key = api_key
+        self.index = index  # what earlier runs settled
+        self.stats = RunStats(run_id=uuid.uuid4().hex[:12])
+        self.control = RunControl()
+        self.limiter = RateLimiter(config.rate, burst=config.burst)
+        self.rng = random.Random(config.seed)  # backoff jitter
+        self.admission = Admission(
+            keys=config.keys,
+            index=index,
+            retry_failed=config.retry_failed,
+            require_fal_host=config.require_fal_host,
+            run_id=self.stats.run_id,
+        )
+        self.client: AssetsClient | None = None
+
+    def __repr__(self) -> str:
+        return f"_Run(stats={self.stats!r}, limiter={self.limiter!r}, control={self.control!r})"
+
+    async def execute(self) -> RunReport:
+        structlog.contextvars.bind_contextvars(run_id=self.stats.run_id)
+        try:
+            log.info(
+                "run.started",
+                manifests=[source.name for source in self.config.sources],
+                results=str(self.config.results_path),
+                rate=self.config.rate,
+                concurrency=self.config.client.concurrency,
+                base_url=self.config.client.base_url,
+            )
+            await self._execute()
+            report = RunReport(
+                self.stats, self.config.results_path, self.control.aborted, self.control.interrupted, self.index
+            )
+            self._log_summary(report)
+            return report
+        finally:
+            structlog.contextvars.unbind_contextvars("run_id")
+
+    async def _execute(self) -> None:
+        items_send, items_recv = anyio.create_memory_object_stream[WorkItem](2 * self.config.client.concurrency)
+        results_send, results_recv = anyio.create_memory_object_stream[Result](4 * self.config.client.concurrency)
+        sink = ResultsSink(
+            self.config.results_path, fsync_interval=self.config.fsync_interval, on_result=self._on_result
+        )
+        async with open_session(self.config.client) as session:
+            self.client = AssetsClient(session, self.api_key, self.config.client)
+            async with anyio.create_task_group() as aux:
+                if self.config.handle_signals:
+                    aux.start_soon(self._watch_signals)
+                aux.start_soon(self._report_progress)
+                aux.start_soon(self._count_total)
+                async with anyio.create_task_group() as core:
+                    core.start_soon(sink.run, results_recv)
+                    async with results_send:
+                        await self._run_workers(items_send, items_recv, results_send)
+                aux.cancel_scope.cancel()
+
+    async def _run_workers(
+        self,
+        items_send: MemoryObjectSendStream[WorkItem],
+        items_recv: MemoryObjectReceiveStream[WorkItem],
+        results_send: MemoryObjectSendStream[Result],
+    ) -> None:
+        with self.control.workers_scope:
+            async with anyio.create_task_group() as workers:
+                workers.start_soon(self._produce, items_send, results_send.clone())
+                async with items_recv:
+                    for _ in range(self.config.client.concurrency):
+                        workers.start_soon(self._consume, items_recv.clone(), results_send.clone())
+
+    # -- producer -------------------------------------------------------------------------------------------
+
+    async def _produce(self, items: MemoryObjectSendStream[WorkItem], results: MemoryObjectSendStream[Result]) -> None:
+        async with items, results:
+            with self.control.producer_scope:
+                try:
+                    for source in self.config.sources:
+                        async for batch in self._read_batches(source):
+                            for row in batch:
+                                if not await self._admit(row, items, results):
+                                    return
+                except anyio.BrokenResourceError:
+                    return  # every consumer stopped: nothing more to hand out
+
+    async def _read_batches(self, source: ManifestSource) -> AsyncIterator[list[ManifestRow]]:
+        rows = read_manifest(source, self.config.manifest_options, warn=_warn)
+        while batch := await anyio.to_thread.run_sync(_take, rows, READ_BATCH, abandon_on_cancel=True):
+            yield batch
+
+    async def _admit(
+        self, row: ManifestRow, items: MemoryObjectSendStream[WorkItem], results: MemoryObjectSendStream[Result]
+    ) -> bool:
+        """Route one row; returns False when the producer should stop (``--limit`` reached)."""
+        self.stats.rows += 1
+        decision = self.admission.admit(row)
+        if isinstance(decision, Result):
+            await results.send(decision)
+        elif decision is Verdict.SKIP_DONE:
+            self.stats.skipped_done += 1
+        elif decision is Verdict.SKIP_FAILED:
+            self.stats.skipped_failed += 1
+        elif isinstance(decision, WorkItem):
+            if self.config.limit is not None and self.stats.queued >= self.config.limit:
+                log.info("run.limit_reached", limit=self.config.limit)
+                return False
+            self.stats.queued += 1
+            await items.send(decision)
+        return True
+
+    # -- consumers ------------------------------------------------------------------------------------------
+
+    async def _consume(
+        self, items: MemoryObjectReceiveStream[WorkItem], results: MemoryObjectSendStream[Result]
+    ) -> None:
+        async with items, results:
+            async for item in items:
+                if self.control.stopping:
+                    return
+                result = await self._upload(item)
+                if result is not None:
+                    await results.send(result)
+
+    async def _upload(self, item: WorkItem) -> Result | None:
+        """Attempt ``item`` until it succeeds or the policy gives up; ``None`` leaves it pending."""
+        assert self.client is not None
+        policy, started, attempt = self.config.policy, time.monotonic(), 0
+        while True:
+            await self.limiter.acquire()
+            if self.control.stopping:
+                return None
+            attempt += 1
+            self.stats.in_flight += 1
+            try:
+                answer = await self.client.upload(item.body_bytes, item.key)
+            finally:
+                self.stats.in_flight -= 1
+            self.stats.count_attempt(answer.status, retry=attempt > 1)
+            outcome = classify(answer.status)
+            elapsed = time.monotonic() - started
+            if outcome is Outcome.SUCCESS:
+                return self._succeeded(item, answer, attempt, elapsed)
+            if outcome is Outcome.AUTH:
+                self._auth_rejected(item, answer)
+                return None
+            run_wide = outcome is Outcome.THROTTLED or (answer.server_wait is not None and answer.status == 503)
+            hint = answer.server_wait
+            if run_wide and hint is None:
+                hint = policy.backoff(attempt, self.rng)
+            decision = decide(outcome, attempt=attempt, elapsed=elapsed, server_wait=hint, policy=policy, rng=self.rng)
+            if run_wide:
+                self.limiter.pause(decision.delay if decision.retry else hint or 0.0)
+                log.info(
+                    "limiter.paused",
+                    seconds=round(hint or 0.0, 3),
+                    status=answer.status,
+                    effective_rate=round(self.limiter.effective_rate, 2),
+                )
+            if not decision.retry:
+                return self._failed(item, answer, outcome, attempt, elapsed, decision.reason)
+            log.info(
+                "upload.retry",
+                manifest=item.manifest,
+                line=item.line,
+                key=item.key,
+                attempt=attempt,
+                status=answer.status,
+                error=answer.error.type if answer.error else None,
+                delay=round(decision.delay, 3),
+            )
+            if not run_wide:
+                await anyio.sleep(decision.delay)
+            if self.control.stopping:
+                return None
+
+    def _succeeded(self, item: WorkItem, answer: AttemptResult, attempt: int, elapsed: float) -> Result:
+        log.debug(
+            "upload.succeeded",
+            manifest=item.manifest,
+            line=item.line,
+            key=item.key,
+            attempt=attempt,
+            elapsed_ms=int(elapsed * 1000),
+        )
+        return Result(
+            item.key,
+            item.manifest,
+            item.line,
+            Status.SUCCEEDED,
+            item.body,
+            body_sha256=item.body_sha256,
+            attempts=attempt,
+            http_status=answer.status,
+            asset=answer.asset,
+            elapsed_ms=int(elapsed * 1000),
+            run_id=self.stats.run_id,
+        )
+
+    def _failed(
+        self, item: WorkItem, answer: AttemptResult, outcome: Outcome, attempt: int, elapsed: float, reason: str
+    ) -> Result:
+        info = answer.error
+        retryable = outcome is not Outcome.PERMANENT
+        message = info.message if info else f"HTTP {answer.status}"
+        if reason in ("attempts_exhausted", "retry_time_exhausted"):
+            message = f"{message} (gave up: {reason.replace('_', ' ')} after {attempt} attempts)"
+        log.warning(
+            "upload.failed",
+            manifest=item.manifest,
+            line=item.line,
+            key=item.key,
+            status=answer.status,
+            error=info.type if info else None,
+            message=message,
+            attempts=attempt,
+            retryable=retryable,
+        )
+        error = error_dict(
+            info.type if info else "http_error",
+            message,
+            retryable=retryable,
+            request_id=info.request_id if info else None,
+        )
+        return Result(
+            item.key,
+            item.manifest,
+            item.line,
+            Status.FAILED,
+            item.body,
+            body_sha256=item.body_sha256,
+            attempts=attempt,
+            http_status=answer.status,
+            error=error,
+            elapsed_ms=int(elapsed * 1000),
+            run_id=self.stats.run_id,
+        )
+
+    def _auth_rejected(self, item: WorkItem, answer: AttemptResult) -> None:
+        info = answer.error
+        if self.control.aborted is None:
+            log.error(
+                "auth.rejected",
+                status=answer.status,
+                message=info.message if info else None,
+                request_id=answer.request_id,
+                manifest=item.manifest,
+                line=item.line,
+                hint="check FAL_KEY; unfinished items stay pending for the next run",
+            )
+        self.control.abort(
+            AuthRejected(
+                answer.status or 0,
+                info.type if info else "authorization_error",
+                info.message if info else "credentials rejected",
+                answer.request_id,
+            )
+        )
+
+    # -- accounting, progress, signals ----------------------------------------------------------------------
+
+    def _on_result(self, result: Result) -> None:
+        self.stats.count(result.status, result.error.get("type") if result.error else None)
+        if result.status is Status.FAILED:
+            self._check_failure_threshold()
+
+    def _check_failure_threshold(self) -> None:
+        failed = self.stats.by_status.get("failed", 0)
+        finished = self.stats.by_status.get("failed", 0) + self.stats.by_status.get("succeeded", 0)
+        config = self.config
+        if config.max_failures is not None and failed >= config.max_failures:
+            reason = f"{failed} items failed (max_failures = {config.max_failures})"
+        elif finished >= config.failure_min_items and failed / finished > config.failure_ratio:
+            reason = (
+                f"{failed} of {finished} finished items failed, more than "
+                f"{config.failure_ratio:.0%} (failure_ratio after failure_min_items = {config.failure_min_items})"
+            )
+        else:
+            return
+        if self.control.aborted is None:
+            log.error("run.aborted", reason=reason)
+        self.control.abort(RunAborted(f"failure threshold crossed: {reason}"))
+
+    async def _count_total(self) -> None:
+        counts = []
+        for source in self.config.sources:
+            count = await anyio.to_thread.run_sync(count_rows, source, abandon_on_cancel=True)
+            if count is None:
+                return
+            counts.append(count)
+        self.stats.total = sum(counts)
+
+    async def _report_progress(self) -> None:
+        while True:
+            await anyio.sleep(self.config.progress_interval)
+            log.info("run.progress", **self.progress())
+
+    def progress(self) -> dict[str, Any]:
+        """Progress figures: the stats' snapshot plus the limiter's state."""
+        return {
+            **self.stats.snapshot(),
+            "effective_rate": round(self.limiter.effective_rate, 2),
+            "paused_s": round(self.limiter.paused_seconds, 2),
+        }
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if not self.control.stopping:
+                    log.warning(
+                        "run.signal",
+                        signal=signal.Signals(signum).name,
+                        action="draining",
+                        grace_period_s=self.config.grace_period,
+                        in_flight=self.stats.in_flight,
+                    )
+                    self.control.interrupted = True
+                    self.control.stop()
+                    self.control.workers_scope.deadline = anyio.current_time() + self.config.grace_period
+                else:
+                    log.warning(
+                        "run.signal",
+                        signal=signal.Signals(signum).name,
+                        action="cancelling",
+                        in_flight=self.stats.in_flight,
+                    )
+                    self.control.cancel()
+
+    def _log_summary(self, report: RunReport) -> None:
+        summary = {
+            **self.progress(),
+            "exit_code": report.exit_code,
+            "errors_by_type": dict(self.stats.errors_by_type),
+            "http_statuses": dict(self.stats.by_http_status),
+            "results": str(self.config.results_path),
+        }
+        if report.aborted is not None:
+            summary["aborted"] = str(report.aborted)
+        if report.interrupted:
+            settled = self.stats.by_status.get("succeeded", 0) + self.stats.by_status.get("failed", 0)
+            log.warning("run.interrupted", pending=max(0, self.stats.queued - settled))
+        log.info("run.summary", **summary)
+
+
+def _take(rows: Iterator[ManifestRow], count: int) -> list[ManifestRow]:
+    batch: list[ManifestRow] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= count:
+            break
+    return batch
+
+
+def _warn(event: str, **fields: Any) -> None:
+    log.warning(event, **fields)

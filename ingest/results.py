@@ -1,0 +1,97 @@
+"""The results file's record: one JSON object per line, append-only (``DESIGN.md`` § Results file).
+
+```
+{"key": "…", "manifest": "media.csv", "line": 17, "status": "succeeded" | "failed" | "invalid" | "duplicate",
+ "attempts": 2, "http_status": 201, "item": {…request body…}, "body_sha256": "…", "asset": {…} | null,
+ "error": {"type": "…", "message": "…", "request_id": "…", "retryable": false, "field": "…"?} | null,
+ "duplicate_of": {"manifest": "…", "line": 3} | null, "run_id": "…", "finished_at": "2026-…Z", "elapsed_ms": 123}
+```
+
+``item`` is the exact request body for valid rows, and the row's fields as read for invalid ones, so that
+``ingest failed`` can turn failures back into a manifest.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+
+class Status(enum.StrEnum):
+    """A record's final status."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INVALID = "invalid"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(slots=True)
+class Result:
+    """One final outcome, exactly as written to the results file."""
+
+    key: str | None
+    manifest: str
+    line: int
+    status: Status
+    item: dict[str, Any] | None
+    body_sha256: str | None = None
+    attempts: int = 0
+    http_status: int | None = None
+    asset: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    duplicate_of: dict[str, Any] | None = None
+    elapsed_ms: int = 0
+    run_id: str = ""
+    finished_at: str = ""
+
+    def to_line(self) -> bytes:
+        """The record as one JSON line, newline included (stamps ``finished_at`` if unset)."""
+        if not self.finished_at:
+            self.finished_at = utc_now()
+        record = {
+            "key": self.key,
+            "manifest": self.manifest,
+            "line": self.line,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "http_status": self.http_status,
+            "item": self.item,
+            "body_sha256": self.body_sha256,
+            "asset": self.asset,
+            "error": self.error,
+            "duplicate_of": self.duplicate_of,
+            "run_id": self.run_id,
+            "finished_at": self.finished_at,
+            "elapsed_ms": self.elapsed_ms,
+        }
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+    @property
+    def retryable(self) -> bool:
+        """Whether a rerun should try this item again without ``--retry-failed``."""
+        return bool(self.error and self.error.get("retryable"))
+
+
+def error_dict(
+    type_: str,
+    message: str,
+    *,
+    retryable: bool,
+    request_id: str | None = None,
+    field: str | None = None,
+) -> dict[str, Any]:
+    """The ``error`` object of a record."""
+    error: dict[str, Any] = {"type": type_, "message": message, "request_id": request_id, "retryable": retryable}
+    if field is not None:
+        error["field"] = field
+    return error
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC with milliseconds and a ``Z``, as in the results file."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

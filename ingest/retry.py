@@ -1,0 +1,167 @@
+"""Retry decisions as pure functions (``DESIGN.md`` § Retry policy).
+
+``classify(status)`` sorts an attempt's outcome; ``decide(...)`` says whether and how long to wait before the next
+attempt; ``server_wait(headers)`` turns the server's rate-limit hints into seconds. Nothing here sleeps or does I/O,
+so every row of the retry table is tested from a table.
+
+Server hints, first match wins:
+1. ``Retry-After`` — delta-seconds or an HTTP-date (RFC 9110 §10.2.3); a date is measured against the response's
+   ``Date`` header, not our clock, so a skewed client clock does not stretch or cut the wait.
+2. IETF ``RateLimit`` field ``t=`` (draft-ietf-httpapi-ratelimit-headers, structured form ``"policy";r=0;t=5``),
+   then the older draft's ``RateLimit-Reset`` (seconds).
+3. ``x-ratelimit-reset`` — seconds, or a Unix timestamp when it is too large to be a delay.
+Hints are clamped to ``[0, max_server_wait]``.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+
+class Outcome(enum.Enum):
+    """What one attempt's HTTP status (or its absence) means for the item."""
+
+    SUCCESS = "success"  # 201
+    THROTTLED = "throttled"  # 429: wait as told, slow the whole run
+    TRANSIENT = "transient"  # 5xx, connection error, timeout: back off and retry
+    CONFLICT = "conflict"  # 409: an earlier attempt with this key may be in flight
+    PERMANENT = "permanent"  # 400, 404, 422 and other 4xx: this item fails, no retry
+    AUTH = "auth"  # 401, 403: abort the run
+
+
+TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
+
+
+def classify(status: int | None) -> Outcome:
+    """Sort one attempt by its HTTP status; ``None`` means no answer arrived (timeout, connection error)."""
+    if status is None or status in TRANSIENT_STATUSES:
+        return Outcome.TRANSIENT
+    if status == 201 or 200 <= status < 300:
+        return Outcome.SUCCESS
+    if status == 429:
+        return Outcome.THROTTLED
+    if status == 409:
+        return Outcome.CONFLICT
+    if status in (401, 403):
+        return Outcome.AUTH
+    if 500 <= status < 600:
+        # 501 not_implemented and unknown 5xx: retrying will not make the server implement it.
+        return Outcome.PERMANENT if status == 501 else Outcome.TRANSIENT
+    return Outcome.PERMANENT
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounds and backoff shape; every item gets ``max_attempts`` tries within ``max_retry_time`` seconds."""
+
+    max_attempts: int = 8
+    max_retry_time: float = 600.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    backoff_multiplier: float = 2.0
+    conflict_attempts: int = 5
+    max_server_wait: float = 300.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Exponential backoff with "equal jitter" after ``attempt`` failed tries (1-based).
+
+        Half the window is fixed and half random, so the wait never collapses to zero and consumers that
+        failed together spread out (AWS Architecture Blog, "Exponential Backoff And Jitter").
+        """
+        window = min(self.backoff_max, self.backoff_initial * self.backoff_multiplier ** (attempt - 1))
+        return window / 2 + rng.uniform(0, window / 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do after an attempt: ``retry`` after ``delay`` seconds, or stop (``final``)."""
+
+    retry: bool
+    delay: float = 0.0
+    reason: str = ""
+
+
+def decide(
+    outcome: Outcome,
+    *,
+    attempt: int,
+    elapsed: float,
+    server_wait: float | None,
+    policy: RetryPolicy,
+    rng: random.Random,
+) -> Decision:
+    """Whether to try again after ``attempt`` tries that took ``elapsed`` seconds so far.
+
+    ``server_wait`` is the server's hint (see ``server_wait``); it is preferred to our backoff for 429 and for 5xx
+    answers that carry one (a 503 with Retry-After).
+    """
+    if outcome in (Outcome.SUCCESS, Outcome.PERMANENT, Outcome.AUTH):
+        return Decision(retry=False, reason=outcome.value)
+    limit = policy.conflict_attempts if outcome is Outcome.CONFLICT else policy.max_attempts
+    if attempt >= limit:
+        return Decision(retry=False, reason="attempts_exhausted")
+    delay = server_wait if server_wait is not None else policy.backoff(attempt, rng)
+    if elapsed + delay > policy.max_retry_time:
+        return Decision(retry=False, reason="retry_time_exhausted")
+    return Decision(retry=True, delay=delay, reason=outcome.value)
+
+
+_RATELIMIT_T = re.compile(r"(?:^|[;,\s])t\s*=\s*(\d+(?:\.\d+)?)")
+_UNIX_TIME_THRESHOLD = 1_000_000_000  # an x-ratelimit-reset above this is an epoch timestamp, not a delay
+
+
+def _seconds(value: str) -> float | None:
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds == seconds and seconds >= 0 else None  # rejects NaN and negatives
+
+
+def _http_date_delay(value: str, date_header: str | None, now: float) -> float | None:
+    try:
+        target = parsedate_to_datetime(value.strip()).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    reference = now
+    if date_header:
+        try:
+            reference = parsedate_to_datetime(date_header).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            reference = now
+    return max(0.0, target - reference)
+
+
+def parse_retry_after(value: str, *, date_header: str | None, now: float) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds, or an HTTP-date measured against the response's ``Date``."""
+    seconds = _seconds(value)
+    if seconds is not None:
+        return seconds
+    return _http_date_delay(value, date_header, now)
+
+
+def server_wait(headers: Mapping[str, str], *, now: float, max_wait: float) -> float | None:
+    """The server's wait hint in seconds (see module docstring for the order), clamped, or ``None``.
+
+    ``headers`` must be case-insensitive (aiohttp's ``CIMultiDictProxy`` is).
+    """
+    hint: float | None = None
+    if (retry_after := headers.get("Retry-After")) is not None:
+        hint = parse_retry_after(retry_after, date_header=headers.get("Date"), now=now)
+    ratelimit = headers.get("RateLimit")
+    if hint is None and ratelimit is not None and (match := _RATELIMIT_T.search(ratelimit)):
+        hint = float(match.group(1))
+    if hint is None and (reset := headers.get("RateLimit-Reset")) is not None:
+        hint = _seconds(reset)
+    if hint is None and (x_reset := headers.get("x-ratelimit-reset")) is not None:
+        hint = _seconds(x_reset)
+        if hint is not None and hint > _UNIX_TIME_THRESHOLD:
+            hint = max(0.0, hint - now)
+    if hint is None:
+        return None
+    return min(hint, max_wait)

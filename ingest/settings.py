@@ -1,0 +1,175 @@
+"""Settings for a run, from four layers: CLI flags > ``INGEST_*`` environment variables > a TOML file > defaults.
+
+Hand-written rather than pydantic-settings' sources so that every error names where the bad value came from:
+``configs/nightly.toml: key 'rate': Input should be greater than 0``, ``INGEST_RATE: …``, ``--rate: …``, and an
+unknown key in a file is an error naming the file and key (a typo must not silently fall back to a default).
+
+TOML layout: top-level keys are the fields of ``Settings``; ``[manifest]`` holds the fields of
+``ManifestSettings`` with ``[manifest.columns]`` and ``[manifest.defaults]`` tables. Environment variables are
+``INGEST_<FIELD>`` (``INGEST_RATE=5``) and ``INGEST_MANIFEST__<FIELD>`` for the manifest table; list and table values
+are JSON (``INGEST_KEY_FIELDS='["url","collection_id"]'``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from ingest.errors import ConfigError
+
+ENV_PREFIX = "INGEST_"
+DEFAULT_BASE_URL = "https://api.fal.ai/v1"
+
+
+class ManifestSettings(BaseModel):
+    """How manifests are read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["csv", "jsonl"] | None = None  # needed for stdin ("-"); otherwise from the file extension
+    strict_columns: bool = False  # unknown columns are errors instead of one warning per manifest
+    max_line_bytes: int = Field(default=1 << 20, gt=0)  # a longer physical line makes its row invalid
+    columns: dict[str, str] = Field(default_factory=dict)  # field -> column name, e.g. url = "media_url"
+    defaults: dict[str, Any] = Field(default_factory=dict)  # values for fields a row leaves empty
+    infer_type: bool = True  # infer `type` from the URL's extension when the row has none
+
+
+class Settings(BaseModel):
+    """Every setting of ``ingest run``; the README's configuration reference mirrors this class."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = DEFAULT_BASE_URL  # the API root; the tool appends /assets/uploads
+    results: Path | None = None  # default: <first manifest>.results.jsonl beside it
+    key_file: Path | None = None  # read the API key from this file when FAL_KEY* are not set
+    concurrency: int = Field(default=16, ge=1, le=4096)  # requests in flight at once
+    rate: float = Field(default=10.0, gt=0)  # requests per second, every attempt included
+    burst: float | None = Field(default=None, ge=1)  # limiter bucket size (default: 2% of rate, at least 1)
+    max_attempts: int = Field(default=8, ge=1)  # attempts per item, first included
+    max_retry_time: float = Field(default=600.0, gt=0)  # seconds per item from first attempt to giving up
+    conflict_attempts: int = Field(default=5, ge=1)  # attempts per item while the server answers 409
+    backoff_initial: float = Field(default=0.5, gt=0)  # first backoff window, seconds
+    backoff_max: float = Field(default=30.0, gt=0)  # largest backoff window, seconds
+    max_server_wait: float = Field(default=300.0, gt=0)  # clamp on a server's Retry-After / reset hint
+    connect_timeout: float = Field(default=10.0, gt=0)  # seconds to open a connection
+    request_timeout: float = Field(default=60.0, gt=0)  # seconds for a whole request and response
+    max_response_bytes: int = Field(default=1 << 20, gt=0)  # a larger response body is an error
+    key_fields: list[str] = Field(default_factory=lambda: ["url"])  # the identity behind the idempotency key
+    key_namespace: str | None = None  # derive keys in another namespace to deliberately re-ingest
+    retry_failed: bool = False  # also retry items that failed permanently in an earlier run
+    grace_period: float = Field(default=10.0, ge=0)  # seconds in-flight requests get after SIGINT/SIGTERM
+    fsync_interval: float = Field(default=1.0, gt=0)  # most seconds a written record waits for fsync
+    max_failures: int | None = Field(default=None, ge=1)  # abort (exit 3) after this many failed items
+    failure_ratio: float = Field(default=0.5, gt=0, le=1)  # abort when more than this share of items failed…
+    failure_min_items: int = Field(default=1000, ge=1)  # …once at least this many items finished
+    allow_insecure_http: bool = False  # send the key over plain http to a non-loopback host
+    require_fal_host: bool = False  # reject media URLs outside fal's hosts (default: warn once)
+    log_format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal, JSON otherwise
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    progress: Literal["auto", "bar", "log", "off"] = "auto"  # auto: a live bar on a terminal, log events otherwise
+    progress_interval: float = Field(default=10.0, gt=0)  # seconds between progress log events
+    manifest: ManifestSettings = Field(default_factory=ManifestSettings)
+
+
+def _nested_fields() -> dict[str, type[BaseModel]]:
+    return {"manifest": ManifestSettings}
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a settings file; a syntax error or an unreadable file is a ``ConfigError`` naming it."""
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Settings from ``INGEST_*`` variables, and for each dotted key the variable it came from."""
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        if path[0] in _nested_fields() and len(path) == 2:
+            values.setdefault(path[0], {})[path[1]] = _env_value(raw)
+        elif len(path) == 1:
+            values[path[0]] = _env_value(raw)
+        else:
+            values[".".join(path)] = raw  # unknown shape: let validation name it
+        origin[".".join(path)] = name
+    return values, origin
+
+
+def _env_value(raw: str) -> Any:
+    stripped = raw.strip()
+    if stripped[:1] in ("[", "{"):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge layers, later ones winning; nested tables merge key by key."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+                merged[key] = merge(merged[key], value)
+            else:
+                merged[key] = value
+    return merged
+
+
+def build_settings(
+    *,
+    flags: Mapping[str, Any] | None = None,
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Layer flags > env > file > defaults and validate; errors name the flag, variable or file and key."""
+    env = os.environ if env is None else env
+    file_values = load_toml(config_file) if config_file is not None else {}
+    env_values, env_origin = env_layer(env)
+    flag_values = dict(flags or {})
+    try:
+        return Settings.model_validate(merge(file_values, env_values, flag_values))
+    except pydantic.ValidationError as exc:
+        raise ConfigError(_explain(exc, flag_values, env_origin, config_file)) from None
+
+
+def _explain(
+    exc: pydantic.ValidationError,
+    flags: Mapping[str, Any],
+    env_origin: Mapping[str, str],
+    config_file: Path | None,
+) -> str:
+    problems = []
+    for error in exc.errors():
+        dotted = ".".join(str(part) for part in error["loc"])
+        top = str(error["loc"][0]) if error["loc"] else ""
+        if top in flags:
+            where = f"--{top.replace('_', '-')}"
+        elif dotted in env_origin or top in env_origin:
+            where = env_origin.get(dotted) or env_origin[top]
+        elif config_file is not None:
+            where = f"{config_file}: key '{dotted}'"
+        else:
+            where = f"setting '{dotted}'"
+        message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
+        problems.append(f"{where}: {message}")
+    return "invalid settings:\n  " + "\n  ".join(problems)

@@ -1,0 +1,102 @@
+"""``ingest validate``: read every row, decide it as a run would, send nothing, and say what a run would do.
+
+It uses the same ``Admission`` as ``ingest run``, so the counts are the run's own: valid, invalid, duplicate —
+and, given a results file, already done, to retry, and changed since ingested.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ingest.admission import Admission, WorkItem
+from ingest.errors import EXIT_ITEMS_FAILED, EXIT_OK
+from ingest.keys import KeyDeriver
+from ingest.manifest import ManifestOptions, ManifestSource, read_manifest
+from ingest.results import Result, Status
+from ingest.resume import ResumeIndex, Verdict
+
+
+@dataclass(slots=True)
+class Plan:
+    """What a run would do with the manifests."""
+
+    rows: int = 0
+    counts: Counter[str] = field(default_factory=Counter)  # send, invalid, duplicate, skip_done, skip_failed
+    problems: list[str] = field(default_factory=list)  # "file:line: field 'x': reason" (first `show` of them)
+    warnings: list[str] = field(default_factory=list)  # manifest-level warnings (unknown columns …)
+
+    def __repr__(self) -> str:
+        return f"Plan(rows={self.rows}, counts={dict(self.counts)})"
+
+
+def plan(
+    sources: Sequence[ManifestSource],
+    options: ManifestOptions,
+    keys: KeyDeriver,
+    *,
+    index: ResumeIndex | None = None,
+    retry_failed: bool = False,
+    show: int = 20,
+) -> Plan:
+    """Decide every row as ``ingest run`` would, without sending anything."""
+    result = Plan()
+    admission = Admission(keys=keys, index=index or ResumeIndex(), retry_failed=retry_failed)
+
+    def warn(event: str, **fields: Any) -> None:
+        detail = ", ".join(f"{name}={value}" for name, value in fields.items())
+        result.warnings.append(f"{event}: {detail}")
+
+    for source in sources:
+        for row in read_manifest(source, options, warn=warn):
+            result.rows += 1
+            decision = admission.admit(row)
+            if isinstance(decision, WorkItem):
+                result.counts["send"] += 1
+            elif isinstance(decision, Verdict):
+                result.counts[decision.value] += 1
+            else:
+                _count_result(result, decision, show)
+    return result
+
+
+def _count_result(result: Plan, record: Result, show: int) -> None:
+    if record.status is Status.DUPLICATE:
+        result.counts["duplicate"] += 1
+        return
+    result.counts["invalid"] += 1
+    if len(result.problems) < show and record.error is not None:
+        field_name = record.error.get("field")
+        where = f"field '{field_name}': " if field_name else ""
+        result.problems.append(f"{record.manifest}:{record.line}: {where}{record.error['message']}")
+
+
+def validate_manifests(
+    sources: Sequence[ManifestSource],
+    options: ManifestOptions,
+    keys: KeyDeriver,
+    *,
+    show: int = 20,
+    out: TextIO | None = None,
+) -> int:
+    """Print counts and the first problems; exit 0 when every row is valid, else 1."""
+    out = out or sys.stdout
+    result = plan(sources, options, keys, show=show)
+    counts = result.counts
+    print(
+        f"{result.rows} rows: {counts['send']} valid, {counts['invalid']} invalid, {counts['duplicate']} duplicate",
+        file=out,
+    )
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=out)
+    if result.problems:
+        shown = len(result.problems)
+        print(
+            f"first {shown} problem{'s' if shown != 1 else ''}:" if counts["invalid"] > shown else "problems:", file=out
+        )
+        for problem in result.problems:
+            print(f"  {problem}", file=out)
+    return EXIT_ITEMS_FAILED if counts["invalid"] else EXIT_OK
