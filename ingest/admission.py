@@ -6,7 +6,8 @@
 - a ``Result`` — record it without a request: an invalid row, a duplicate of an earlier row (same key, same
   body), a conflict (same key, other body: invalid, naming both lines), or a row that changed since an earlier run
   ingested it;
-- a ``Verdict.SKIP_DONE`` / ``Verdict.SKIP_FAILED`` — an earlier run settled it.
+- a ``Verdict.SKIP_DONE`` / ``Verdict.SKIP_FAILED`` — an earlier run settled it;
+- ``Verdict.OTHER_SHARD`` — another shard's item (``--shard K/N``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ingest.keys import KeyDeriver, body_sha256
 from ingest.manifest import ManifestRow
 from ingest.results import Result, Status, error_dict
 from ingest.resume import ResumeIndex, Verdict
+from ingest.shard import Shard
 
 log = structlog.get_logger("ingest.admission")
 
@@ -54,6 +56,7 @@ class Admission:
     retry_failed: bool = False
     require_fal_host: bool = False
     run_id: str = ""
+    shard: Shard | None = None
     seen: dict[str, tuple[str, int, str]] = field(default_factory=dict)  # key -> (manifest, line, body sha)
     warned_hosts: set[str] = field(default_factory=set)  # manifests already warned about non-fal hosts
 
@@ -62,14 +65,19 @@ class Admission:
 
     def admit(self, row: ManifestRow) -> WorkItem | Result | Verdict:
         """See the module docstring."""
+        shard = self.shard
         if row.request is None:
+            if shard is not None and not shard.owns_line(row.line):
+                return Verdict.OTHER_SHARD
             return self._invalid(row)
+        body = row.request.body()
+        key = self.keys.derive(body, row.idempotency_key)
+        if shard is not None and not shard.owns_key(key):
+            return Verdict.OTHER_SHARD
         if (problem := self._host_problem(row)) is not None:
             return problem
-        body = row.request.body()
         body_bytes = row.request.body_bytes()
         sha = body_sha256(body_bytes)
-        key = self.keys.derive(body, row.idempotency_key)
         verdict, where = self.index.decide(key, sha, retry_failed=self.retry_failed)
         if verdict in (Verdict.SKIP_DONE, Verdict.SKIP_FAILED):
             # Settled by an earlier run, which already recorded any repeat of it as a duplicate.

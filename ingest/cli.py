@@ -22,13 +22,14 @@ import structlog
 from ingest import __version__
 from ingest.client import ClientOptions
 from ingest.credentials import resolve_api_key
-from ingest.errors import EXIT_USAGE, IngestError, UsageError
+from ingest.errors import EXIT_ITEMS_FAILED, EXIT_USAGE, IngestError, UsageError
 from ingest.keys import KeyDeriver
 from ingest.logging import configure_logging
 from ingest.manifest import ManifestOptions, ManifestSource, preflight
 from ingest.pipeline import RunConfig, RunReport, run_pipeline
 from ingest.retry import RetryPolicy
 from ingest.settings import Settings, build_settings
+from ingest.shard import Shard, parse_shard
 
 log = structlog.get_logger("ingest.cli")
 
@@ -69,6 +70,11 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
         "progress_interval",
         {"type": float, "metavar": "S", "help": "seconds between progress events"},
     ),
+    ("--shard", "shard", {"metavar": "K/N", "help": "take shard K of N (K from JOB_COMPLETION_INDEX with /N)"}),
+    ("--max-duration", "max_duration", {"type": float, "metavar": "S", "help": "stop taking items after S s"}),
+    ("--metrics-port", "metrics_port", {"type": int, "metavar": "P", "help": "serve Prometheus metrics on port P"}),
+    ("--metrics-host", "metrics_host", {"metavar": "ADDR", "help": "bind address of the metrics endpoint"}),
+    ("--metrics-textfile", "metrics_textfile", {"metavar": "PATH", "help": "write metrics to a textfile"}),
 ]
 MANIFEST_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--format", "format", {"choices": ["csv", "jsonl"], "help": "manifest format (required for stdin '-')"}),
@@ -92,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("manifests", nargs="+", metavar="MANIFEST", help="CSV/JSONL files (.gz too), or - for stdin")
     run.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file (configs/*.toml)")
     run.add_argument("--limit", type=int, metavar="N", help="send at most N items (try a run on a slice)")
+    run.add_argument("--dry-run", action="store_true", help="validate and count what would be sent; send nothing")
     _add_flags(run, RUN_FLAGS, "s.")
     _add_flags(run, MANIFEST_FLAGS, "m.")
     run.set_defaults(handler=cmd_run)
@@ -173,8 +180,12 @@ def check_transport(base_url: str, *, allow_insecure_http: bool) -> None:
         raise UsageError(f"refusing to send the API key over plain http to {host}; use https, or --allow-insecure-http")
 
 
-def default_results_path(sources: Sequence[ManifestSource]) -> Path:
-    """``<first manifest>.results.jsonl`` beside it (compression and format suffixes dropped)."""
+def results_path(settings: Settings, sources: Sequence[ManifestSource], shard: Shard | None) -> Path:
+    """``--results`` (with ``{shard}`` replaced by ``shard-K-of-N``), or ``<first manifest>.results.jsonl`` beside
+    it (``<manifest>.results.shard-K-of-N.jsonl`` when sharded)."""
+    shard_tag = f"shard-{shard.index}-of-{shard.count}" if shard else "shard-0-of-1"
+    if settings.results is not None:
+        return Path(str(settings.results).replace("{shard}", shard_tag))
     first = sources[0]
     if first.path == "-":
         raise UsageError("reading from stdin: give --results PATH")
@@ -182,7 +193,14 @@ def default_results_path(sources: Sequence[ManifestSource]) -> Path:
     name = path.name
     for suffix in (".gz", ".csv", ".jsonl", ".ndjson"):
         name = name.removesuffix(suffix)
-    return path.with_name(f"{name}.results.jsonl")
+    return path.with_name(f"{name}.results.{shard_tag}.jsonl" if shard else f"{name}.results.jsonl")
+
+
+def progress_mode(setting: str) -> str:
+    """``auto`` is a live bar on a terminal and log events elsewhere."""
+    if setting == "auto":
+        return "bar" if sys.stderr.isatty() else "log"
+    return setting
 
 
 def run_config(
@@ -193,9 +211,10 @@ def run_config(
         keys = KeyDeriver(tuple(settings.key_fields), settings.key_namespace)
     except ValueError as exc:
         raise UsageError(f"key_fields: {exc}") from None
+    shard = parse_shard(settings.shard)
     return RunConfig(
         sources=sources,
-        results_path=settings.results or default_results_path(sources),
+        results_path=results_path(settings, sources, shard),
         client=ClientOptions(
             base_url=settings.base_url,
             concurrency=settings.concurrency,
@@ -204,7 +223,7 @@ def run_config(
             max_response_bytes=settings.max_response_bytes,
             max_server_wait=settings.max_server_wait,
         ),
-        rate=settings.rate,
+        rate=settings.rate / (shard.count if shard else 1),  # --rate is the whole job's, shared by the shards
         burst=settings.burst,
         manifest_options=manifest_options(settings),
         keys=keys,
@@ -226,6 +245,12 @@ def run_config(
         progress_interval=settings.progress_interval,
         handle_signals=handle_signals,
         limit=limit,
+        shard=shard,
+        max_duration=settings.max_duration,
+        progress=progress_mode(settings.progress),
+        metrics_port=settings.metrics_port,
+        metrics_host=settings.metrics_host,
+        metrics_textfile=settings.metrics_textfile,
     )
 
 
@@ -233,14 +258,57 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``ingest run``."""
     settings = load_settings(args)
     configure_logging(fmt=settings.log_format, level=settings.log_level)
-    api_key = resolve_api_key(key_file=settings.key_file)
-    configure_logging(fmt=settings.log_format, level=settings.log_level, secrets=[api_key.reveal()])
     check_transport(settings.base_url, allow_insecure_http=settings.allow_insecure_http)
     sources = open_sources(args.manifests, settings)
     config = run_config(settings, sources, limit=args.limit, handle_signals=True)
+    if args.dry_run:
+        return dry_run(config, estimate_rate=settings.rate)
+    api_key = resolve_api_key(key_file=settings.key_file)
+    configure_logging(fmt=settings.log_format, level=settings.log_level, secrets=[api_key.reveal()])
     report: RunReport = anyio.run(run_pipeline, config, api_key)
     print_summary(report)
     return report.exit_code
+
+
+def dry_run(config: RunConfig, *, estimate_rate: float, out: Any = None) -> int:
+    """``ingest run --dry-run``: what the run would do, and how long it would take at the configured rate."""
+    from ingest.resume import load_index
+    from ingest.validate import plan
+
+    out = out or sys.stdout
+    index = load_index(config.results_path)
+    result = plan(
+        config.sources,
+        config.manifest_options,
+        config.keys,
+        index=index,
+        retry_failed=config.retry_failed,
+        shard=config.shard,
+    )
+    c = result.counts
+    send = c["send"] if config.limit is None else min(c["send"], config.limit)
+    seconds = send / config.rate
+    print(f"dry run over {result.rows} rows (results: {config.results_path}, {len(index)} keys known):", file=out)
+    print(
+        f"  new: {c['new']}  will retry: {c['retry']}  already done: {c['skip_done']}  "
+        f"failed earlier (not retried without --retry-failed): {c['skip_failed']}",
+        file=out,
+    )
+    print(f"  duplicate: {c['duplicate']}  invalid: {c['invalid']}  changed since ingested: {c['changed']}", file=out)
+    print(
+        f"  would send {send} items; at {config.rate:g} requests/s that takes at least {_duration(seconds)}"
+        f"{f' (shard {config.shard}, the job rate {estimate_rate:g}/s divided)' if config.shard else ''}",
+        file=out,
+    )
+    for problem in result.problems:
+        print(f"  {problem}", file=out)
+    return EXIT_ITEMS_FAILED if c["invalid"] else 0
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 def print_summary(report: RunReport, *, out: Any = None) -> None:

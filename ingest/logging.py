@@ -54,6 +54,20 @@ def add_secret(secret: str) -> None:
             _secrets.append(part)
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is now, so a live progress display that redirects stderr
+    (``rich``) can place log lines above itself instead of tearing through it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
 
@@ -68,10 +82,10 @@ def configure_logging(
     """Configure structlog for the process; call once at start-up (the CLI does)."""
     for secret in secrets:
         add_secret(secret)
-    stream = stream or sys.stderr
-    console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    target: Any = stream or _CurrentStderr()
+    console = fmt == "console" or (fmt == "auto" and target.isatty())
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        structlog.dev.ConsoleRenderer(colors=target.isatty())
         if console
         else structlog.processors.JSONRenderer(serializer=_orjson_dumps)
     )
@@ -85,6 +99,6 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=target),
         cache_logger_on_first_use=False,
     )

@@ -3,7 +3,8 @@
 - ``UploadRequest``: the JSON body of ``POST /assets/uploads``.
 - ``Asset`` / ``Tag`` / ``UploadResponse``: the 201 response (all 16 asset fields required,
   nullability as in the spec).
-- ``ApiErrorBody`` / ``ErrorEnvelope``: the standard error response ``{"error": {type, message, docs_url?, request_id?}}``.
+- ``ApiErrorBody`` / ``ErrorEnvelope``: the standard error response
+  ``{"error": {type, message, docs_url?, request_id?}}``.
 
 ``tests/test_models_spec.py`` reads the spec and checks required fields, enums and bounds against these models,
 so a change to either side is caught.

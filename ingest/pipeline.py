@@ -48,9 +48,12 @@ from ingest.keys import KeyDeriver
 from ingest.limiter import RateLimiter
 from ingest.lock import ResultsLock
 from ingest.manifest import ManifestOptions, ManifestRow, ManifestSource, count_rows, read_manifest
+from ingest.metrics import Metrics
+from ingest.progress import log_progress, show_progress
 from ingest.results import Result, Status, error_dict
 from ingest.resume import ResumeIndex, Verdict, load_index, repair
 from ingest.retry import Outcome, RetryPolicy, classify, decide
+from ingest.shard import Shard
 from ingest.sink import ResultsSink
 from ingest.stats import RunStats
 
@@ -82,6 +85,12 @@ class RunConfig:
     handle_signals: bool = False
     limit: int | None = None  # stop queuing after this many items (trying a run on a slice)
     seed: int | None = None  # for the backoff jitter; None: from the OS
+    shard: Shard | None = None  # this process's part of the key space (--shard K/N)
+    max_duration: float | None = None  # stop taking new items after this many seconds, then drain
+    progress: str = "log"  # "bar" (a live display on a terminal), "log" (run.progress events) or "off"
+    metrics_port: int | None = None  # serve Prometheus metrics on this port while running
+    metrics_host: str = "127.0.0.1"
+    metrics_textfile: Path | None = None  # write metrics here (node-exporter textfile collector), atomically
 
 
 @dataclass(slots=True)
@@ -174,6 +183,7 @@ class _Run:
             retry_failed=config.retry_failed,
             require_fal_host=config.require_fal_host,
             run_id=self.stats.run_id,
+            shard=config.shard,
         )
         self.client: AssetsClient | None = None
 
@@ -201,23 +211,47 @@ class _Run:
             structlog.contextvars.unbind_contextvars("run_id")
 
     async def _execute(self) -> None:
-        items_send, items_recv = anyio.create_memory_object_stream[WorkItem](2 * self.config.client.concurrency)
-        results_send, results_recv = anyio.create_memory_object_stream[Result](4 * self.config.client.concurrency)
+        metrics = self._start_metrics()
+        try:
+            async with open_session(self.config.client) as session:
+                self.client = AssetsClient(session, self.api_key, self.config.client)
+                await self._supervise(metrics)
+        finally:
+            if metrics is not None:
+                metrics.close()
+
+    def _start_metrics(self) -> Metrics | None:
+        config = self.config
+        if config.metrics_port is None and config.metrics_textfile is None:
+            return None
+        metrics = Metrics(self.stats, self.limiter, textfile=config.metrics_textfile)
+        if config.metrics_port is not None:
+            port = metrics.serve(config.metrics_port, config.metrics_host)
+            log.info("metrics.serving", url=f"http://{config.metrics_host}:{port}/metrics")
+        return metrics
+
+    async def _supervise(self, metrics: Metrics | None) -> None:
+        """The core stages, plus the helpers that watch them (signals, progress, metrics, the total, deadlines)."""
+        concurrency = self.config.client.concurrency
+        items_send, items_recv = anyio.create_memory_object_stream[WorkItem](2 * concurrency)
+        results_send, results_recv = anyio.create_memory_object_stream[Result](4 * concurrency)
         sink = ResultsSink(
             self.config.results_path, fsync_interval=self.config.fsync_interval, on_result=self._on_result
         )
-        async with open_session(self.config.client) as session:
-            self.client = AssetsClient(session, self.api_key, self.config.client)
-            async with anyio.create_task_group() as aux:
-                if self.config.handle_signals:
-                    aux.start_soon(self._watch_signals)
-                aux.start_soon(self._report_progress)
-                aux.start_soon(self._count_total)
-                async with anyio.create_task_group() as core:
-                    core.start_soon(sink.run, results_recv)
-                    async with results_send:
-                        await self._run_workers(items_send, items_recv, results_send)
-                aux.cancel_scope.cancel()
+        async with anyio.create_task_group() as aux:
+            if self.config.handle_signals:
+                aux.start_soon(self._watch_signals)
+            if metrics is not None and metrics.textfile is not None:
+                aux.start_soon(self._export_metrics, metrics)
+            aux.start_soon(self._report_progress)
+            aux.start_soon(self._count_total)
+            if self.config.max_duration is not None:
+                aux.start_soon(self._stop_after, self.config.max_duration)
+            async with anyio.create_task_group() as core:
+                core.start_soon(sink.run, results_recv)
+                async with results_send:
+                    await self._run_workers(items_send, items_recv, results_send)
+            aux.cancel_scope.cancel()
 
     async def _run_workers(
         self,
@@ -263,6 +297,8 @@ class _Run:
             self.stats.skipped_done += 1
         elif decision is Verdict.SKIP_FAILED:
             self.stats.skipped_failed += 1
+        elif decision is Verdict.OTHER_SHARD:
+            self.stats.rows -= 1  # another shard's row: not part of this run
         elif isinstance(decision, WorkItem):
             if self.config.limit is not None and self.stats.queued >= self.config.limit:
                 log.info("run.limit_reached", limit=self.config.limit)
@@ -294,11 +330,12 @@ class _Run:
                 return None
             attempt += 1
             self.stats.in_flight += 1
+            sent = time.monotonic()
             try:
                 answer = await self.client.upload(item.body_bytes, item.key)
             finally:
                 self.stats.in_flight -= 1
-            self.stats.count_attempt(answer.status, retry=attempt > 1)
+            self.stats.count_attempt(answer.status, retry=attempt > 1, seconds=time.monotonic() - sent)
             outcome = classify(answer.status)
             elapsed = time.monotonic() - started
             if outcome is Outcome.SUCCESS:
@@ -453,17 +490,33 @@ class _Run:
         self.stats.total = sum(counts)
 
     async def _report_progress(self) -> None:
+        if self.config.progress == "bar":
+            await show_progress(self.progress)
+        elif self.config.progress == "log":
+            await log_progress(self.progress, self.config.progress_interval)
+
+    async def _export_metrics(self, metrics: Metrics) -> None:
         while True:
             await anyio.sleep(self.config.progress_interval)
-            log.info("run.progress", **self.progress())
+            await anyio.to_thread.run_sync(metrics.write)
 
     def progress(self) -> dict[str, Any]:
-        """Progress figures: the stats' snapshot plus the limiter's state."""
+        """Progress figures: the stats' snapshot, the recent rate and ETA, and the limiter's state."""
+        rate = self.stats.current_rate()
+        eta = self.stats.eta_seconds(rate)
         return {
             **self.stats.snapshot(),
+            "rate": round(rate, 1),
+            "eta_s": None if eta is None else round(eta),
             "effective_rate": round(self.limiter.effective_rate, 2),
             "paused_s": round(self.limiter.paused_seconds, 2),
         }
+
+    async def _stop_after(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+        log.info("run.max_duration_reached", max_duration_s=seconds, in_flight=self.stats.in_flight)
+        self.control.stop()
+        self.control.workers_scope.deadline = anyio.current_time() + self.config.grace_period
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -33,6 +33,7 @@ class Verdict(enum.Enum):
     SKIP_DONE = "skip_done"
     SKIP_FAILED = "skip_failed"
     CHANGED = "changed"
+    OTHER_SHARD = "other_shard"  # not this shard's item (``--shard``); another process handles it
 
 
 @dataclass(slots=True)

@@ -75,6 +75,11 @@ class Settings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     progress: Literal["auto", "bar", "log", "off"] = "auto"  # auto: a live bar on a terminal, log events otherwise
     progress_interval: float = Field(default=10.0, gt=0)  # seconds between progress log events
+    shard: str | None = None  # "K/N": this process's share of the items; "/N" takes K from JOB_COMPLETION_INDEX
+    max_duration: float | None = Field(default=None, gt=0)  # stop taking new items after this many seconds
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)  # serve Prometheus /metrics on this port
+    metrics_host: str = "127.0.0.1"  # address for the metrics endpoint (0.0.0.0 in a pod)
+    metrics_textfile: Path | None = None  # write metrics for node-exporter's textfile collector
     manifest: ManifestSettings = Field(default_factory=ManifestSettings)
 
 

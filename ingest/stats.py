@@ -6,12 +6,17 @@ no locks. ``snapshot()`` feeds progress events, the progress display and the fin
 
 from __future__ import annotations
 
+import bisect
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.results import Status
+
+# Upper bounds (seconds) of the request latency histogram buckets; the last bucket is +Inf.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+RECENT_WINDOW = 10.0  # seconds over which the "current" rate is measured
 
 
 @dataclass(slots=True)
@@ -30,7 +35,10 @@ class RunStats:
     by_http_status: Counter[str] = field(default_factory=Counter)  # "201", "429", "none" (no answer) …
     errors_by_type: Counter[str] = field(default_factory=Counter)  # final failures and invalid rows by error type
     in_flight: int = 0  # requests on the wire right now
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))  # per bucket
+    latency_sum: float = 0.0  # seconds, all attempts
     started: float = field(default_factory=time.monotonic)
+    _recent: deque[tuple[float, int]] = field(default_factory=deque)  # (time, finished) samples for the rate
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{status}={self.by_status.get(status, 0)}" for status in Status)
@@ -57,11 +65,23 @@ class RunStats:
         if error_type:
             self.errors_by_type[error_type] += 1
 
-    def count_attempt(self, status: int | None, *, retry: bool) -> None:
-        """Count one answered (or unanswered) attempt."""
+    def count_attempt(self, status: int | None, *, retry: bool, seconds: float) -> None:
+        """Count one answered (or unanswered) attempt that took ``seconds``."""
         self.requests += 1
         self.retries += retry
         self.by_http_status[str(status) if status is not None else "none"] += 1
+        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+
+    def current_rate(self) -> float:
+        """Items finished per second over the last ``RECENT_WINDOW`` seconds (call it periodically)."""
+        now, finished = time.monotonic(), self.finished
+        recent = self._recent
+        recent.append((now, finished))
+        while len(recent) > 2 and now - recent[1][0] >= RECENT_WINDOW:
+            recent.popleft()
+        then, before = recent[0]
+        return (finished - before) / (now - then) if now > then else 0.0
 
     def snapshot(self) -> dict[str, Any]:
         """The figures for progress and summary events."""
@@ -81,3 +101,9 @@ class RunStats:
             "elapsed_s": round(elapsed, 3),
             "items_per_s": round(self.finished / elapsed, 1),
         }
+
+    def eta_seconds(self, rate: float) -> float | None:
+        """Seconds left at ``rate`` items/s, or ``None`` without a total or a rate."""
+        if self.total is None or rate <= 0:
+            return None
+        return max(0, self.total - self.done) / rate

@@ -18,6 +18,7 @@ from ingest.keys import KeyDeriver
 from ingest.manifest import ManifestOptions, ManifestSource, read_manifest
 from ingest.results import Result, Status
 from ingest.resume import ResumeIndex, Verdict
+from ingest.shard import Shard
 
 
 @dataclass(slots=True)
@@ -40,11 +41,17 @@ def plan(
     *,
     index: ResumeIndex | None = None,
     retry_failed: bool = False,
+    shard: Shard | None = None,
     show: int = 20,
 ) -> Plan:
-    """Decide every row as ``ingest run`` would, without sending anything."""
+    """Decide every row as ``ingest run`` would, without sending anything.
+
+    Counts: ``send`` (= ``new`` + ``retry``), ``invalid`` (``changed`` among them), ``duplicate``, ``skip_done``,
+    ``skip_failed``; another shard's rows are not counted.
+    """
     result = Plan()
-    admission = Admission(keys=keys, index=index or ResumeIndex(), retry_failed=retry_failed)
+    index = index or ResumeIndex()
+    admission = Admission(keys=keys, index=index, retry_failed=retry_failed, shard=shard)
 
     def warn(event: str, **fields: Any) -> None:
         detail = ", ".join(f"{name}={value}" for name, value in fields.items())
@@ -52,10 +59,13 @@ def plan(
 
     for source in sources:
         for row in read_manifest(source, options, warn=warn):
-            result.rows += 1
             decision = admission.admit(row)
+            if decision is Verdict.OTHER_SHARD:
+                continue
+            result.rows += 1
             if isinstance(decision, WorkItem):
                 result.counts["send"] += 1
+                result.counts["retry" if decision.key in index.entries else "new"] += 1
             elif isinstance(decision, Verdict):
                 result.counts[decision.value] += 1
             else:
@@ -68,6 +78,8 @@ def _count_result(result: Plan, record: Result, show: int) -> None:
         result.counts["duplicate"] += 1
         return
     result.counts["invalid"] += 1
+    if record.error is not None and record.error.get("type") == "changed_since_ingested":
+        result.counts["changed"] += 1
     if len(result.problems) < show and record.error is not None:
         field_name = record.error.get("field")
         where = f"field '{field_name}': " if field_name else ""

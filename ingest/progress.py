@@ -1,0 +1,73 @@
+"""Progress that fits where the run happens.
+
+- On a terminal (``progress = "bar"``): a live ``rich`` display with done/total, succeeded, failed, invalid,
+  skipped, the current rate, the limiter's effective rate, ETA, and the time the server kept us paused.
+- Elsewhere (``"log"``: CI, cron, Kubernetes): a ``run.progress`` event every ``progress_interval`` seconds with
+  the same figures.
+- Reading stdin gives no total and so no ETA; the display and events say ``total: null`` / "total unknown".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import structlog
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+log = structlog.get_logger("ingest.progress")
+
+Snapshot = Callable[[], dict[str, Any]]
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+def describe(figures: dict[str, Any]) -> str:
+    """The figures line under the bar (rich markup)."""
+    total = "(total unknown: stdin)" if figures["total"] is None else f"of {figures['total']}"
+    return (
+        f"  {figures['done']} {total} · [green]{figures['succeeded']} succeeded[/] · "
+        f"[red]{figures['failed']} failed[/] · [yellow]{figures['invalid']} invalid[/] · "
+        f"{figures['duplicate']} duplicate · {figures['skipped']} skipped\n"
+        f"  {figures['rate']:.1f} items/s · limit {figures['effective_rate']:.1f}/s · ETA {_eta(figures['eta_s'])} · "
+        f"paused by server {figures['paused_s']:.0f}s · {figures['requests']} requests, {figures['retries']} retries"
+    )
+
+
+async def log_progress(snapshot: Snapshot, interval: float) -> None:
+    """Emit ``run.progress`` every ``interval`` seconds until cancelled."""
+    while True:
+        await anyio.sleep(interval)
+        log.info("run.progress", **snapshot())
+
+
+async def show_progress(snapshot: Snapshot, *, console: Console | None = None, refresh: float = 0.25) -> None:
+    """A live display on stderr until cancelled; the last state stays on screen."""
+    console = console or Console(stderr=True)
+    bar = Progress(TextColumn("[bold]ingest"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(), console=console)
+    task = bar.add_task("", total=None)
+    figures = Text()
+    with Live(Group(bar, figures), console=console, redirect_stderr=True, redirect_stdout=False, transient=False):
+        try:
+            while True:
+                _update(bar, task, figures, snapshot())
+                await anyio.sleep(refresh)
+        finally:
+            _update(bar, task, figures, snapshot())
+
+
+def _update(bar: Progress, task: TaskID, line: Text, figures: dict[str, Any]) -> None:
+    bar.update(task, completed=figures["done"], total=figures["total"])
+    fresh = Text.from_markup(describe(figures))
+    line.truncate(0)
+    line.append_text(fresh)
