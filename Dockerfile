@@ -13,10 +13,10 @@ RUN pip install --no-cache-dir --upgrade pip==25.3 build==1.3.0 \
 
 FROM python:3.12-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-RUN useradd --create-home --uid 10001 ingest
+RUN useradd --create-home --uid 10001 --user-group ingest
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-USER ingest
+USER 10001:10001
 WORKDIR /home/ingest
 ENTRYPOINT ["ingest"]
 CMD ["--help"]

@@ -191,6 +191,5 @@ def _format_from_suffix(path: str) -> ManifestFormat:
         if lowered.endswith(suffix):
             return format_
     raise ManifestError(
-        f"{path}: unknown manifest format (expected a .csv, .jsonl or .ndjson name, optionally + .gz; "
-        "or pass --format)"
+        f"{path}: unknown manifest format (expected a .csv, .jsonl or .ndjson name, optionally + .gz; or pass --format)"
     )

@@ -6,7 +6,8 @@
 - A data row must have exactly as many cells as the header. An empty cell is an absent field (so a default
   applies); cells are otherwise taken verbatim. ``favorite`` is true/false, 1/0 or yes/no (any case);
   ``tag_ids`` is a JSON array of strings (``["a","b"]``) or a ``;``-separated list (``a; b``).
-- Blank and whitespace-only lines between rows are skipped.
+- Blank and whitespace-only lines between rows are skipped. A line of only commas is a row (all absent).
+- Quoting is parsed strictly (``csv.reader(strict=True)``): ``"a"b`` is an error, not a silent ``ab``.
 - Quoted fields may hold commas, doubled quotes and newlines; a row's ``line`` is the physical line it starts
   on. The ``csv`` module only ever sees lines we hand it (``_LineFeed``), so we always know which physical
   lines a record was made of.
@@ -63,9 +64,7 @@ def read_csv(
     records = _records(lines, options.max_line_bytes)
     header = _parse_header(next(records, None), rows.manifest, options)
     if header.unknown:
-        warn(
-            "manifest.unknown_columns", manifest=rows.manifest, line=header.line, columns=list(header.unknown)
-        )
+        warn("manifest.unknown_columns", manifest=rows.manifest, line=header.line, columns=list(header.unknown))
     for line, cells, problem in records:
         yield _row(rows, header, line, cells, problem)
 
@@ -75,17 +74,13 @@ def check_csv_header(lines: Iterator[Line], name: str, options: ManifestOptions)
     return _parse_header(next(_records(lines, options.max_line_bytes), None), name, options)
 
 
-def _row(
-    rows: RowBuilder, header: CsvHeader, line: int, cells: list[str] | None, problem: str | None
-) -> ManifestRow:
+def _row(rows: RowBuilder, header: CsvHeader, line: int, cells: list[str] | None, problem: str | None) -> ManifestRow:
     if cells is None:
         return rows.invalid(line, None, problem or "row cannot be parsed")
     if problem is not None:
         return rows.invalid(line, None, problem, header.raw(cells))
     if len(cells) != header.width:
-        return rows.invalid(
-            line, None, f"row has {len(cells)} cells, header has {header.width}", header.raw(cells)
-        )
+        return rows.invalid(line, None, f"row has {len(cells)} cells, header has {header.width}", header.raw(cells))
     fields: dict[str, Any] = {name: cells[i] for i, name in header.fields if cells[i]}
     typed = _typed(fields)
     if isinstance(typed, tuple):
@@ -118,9 +113,7 @@ def _parse_header(record: Record | None, name: str, options: ManifestOptions) ->
     names = [cell.strip() for cell in cells]
     duplicates = [column for column, count in Counter(names).items() if count > 1 and column]
     if duplicates:
-        raise ManifestError(
-            f"{name}: line {line}: duplicate column names in the header: {_listed(duplicates)}"
-        )
+        raise ManifestError(f"{name}: line {line}: duplicate column names in the header: {_listed(duplicates)}")
     field_of = {options.columns.get(field, field): field for field in KNOWN_FIELDS}
     fields = tuple((i, field_of[column]) for i, column in enumerate(names) if column in field_of)
     if "url" not in (field for _, field in fields):
@@ -199,8 +192,9 @@ class _LineFeed:
         return self.record[-1][0] if self.record else 0
 
     def is_blank(self, cells: list[str]) -> bool:
-        """Whether the record just parsed was one blank or whitespace-only line."""
-        return len(self.record) == 1 and len(cells) <= 1 and not (cells and cells[0].strip())
+        """Whether the record just parsed was one line with nothing in it: blank, whitespace, or only empty cells
+        (``,,,`` — what spreadsheets export below the data; it is not a row anyone meant)."""
+        return len(self.record) == 1 and self.problem is None and not any(cell.strip() for cell in cells)
 
 
 def _records(lines: Iterator[Line], max_line_bytes: int) -> Iterator[Record]:

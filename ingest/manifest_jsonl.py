@@ -3,8 +3,9 @@
 - Blank and whitespace-only lines are skipped; every other line is exactly one row, valid or not.
 - Values keep their JSON types and are validated strictly: ``{"url": 5}`` is an error, not ``"5"``;
   ``favorite`` must be a JSON boolean and ``tag_ids`` an array of strings; ``prompt`` and ``collection_id``
-  may be ``null`` (the spec makes them nullable), ``type`` may not. An ``idempotency_key`` of ``null`` or
-  ``""`` counts as absent.
+  may be ``null`` (the spec makes them nullable), ``type`` may not. A ``type`` of ``""`` and an
+  ``idempotency_key`` of ``null`` or ``""`` count as absent; any other ``""`` is a value (an empty prompt
+  is invalid).
 - Keys are renamed through ``ManifestOptions.columns`` like CSV columns. Other keys are ignored with one
   ``manifest.unknown_columns`` warning per manifest, or, with ``strict_columns``, make their row invalid.
 - A line that is not JSON (including one nested deeper than orjson's 1024 levels), not UTF-8, or not an
@@ -61,9 +62,7 @@ def read_jsonl(
             continue
         fields, unknown = keys.split(obj)
         if unknown and options.strict_columns:
-            yield rows.invalid(
-                number, unknown[0], "unknown field", {**fields, **_unknown_items(obj, unknown)}
-            )
+            yield rows.invalid(number, unknown[0], "unknown field", {**fields, **_unknown_items(obj, unknown)})
             continue
         if unknown and not warned:
             warn("manifest.unknown_columns", manifest=rows.manifest, line=number, columns=unknown)

@@ -51,9 +51,13 @@ _NOT_DEFAULTABLE = ("url", "idempotency_key")  # a default for these would make 
 class ManifestOptions:
     """How to read a manifest. Checked when built: a bad option raises ``ConfigError`` before any reading.
 
-    ``columns`` maps a field to the column (CSV) or key (JSONL) it is read from: ``{"url": "media_url"}``.
-    ``defaults`` fills fields that are absent (or, in CSV, empty); ``favorite``/``tag_ids`` defaults may be
-    given as CSV-style strings (``"yes"``, ``"a;b"``).
+    - ``strict_columns``: unknown CSV columns are a ``ManifestError``, unknown JSONL keys make their row
+      invalid (instead of one ``manifest.unknown_columns`` warning per manifest).
+    - ``max_line_bytes``: a longer physical line (ending excluded) is an invalid row; it is skipped, not read.
+    - ``columns``: the column (CSV) or key (JSONL) a field is read from, e.g. ``{"url": "media_url"}``.
+    - ``defaults``: values for fields that are absent (or, in CSV, empty); ``favorite``/``tag_ids`` defaults
+      may be CSV-style text (``"yes"``, ``"a;b"``). Not allowed for ``url`` and ``idempotency_key``.
+    - ``infer_type``: infer an absent or empty ``type`` from the URL path's extension (``TYPE_BY_EXTENSION``).
     """
 
     strict_columns: bool = False
@@ -65,8 +69,9 @@ class ManifestOptions:
     def __post_init__(self) -> None:
         if self.max_line_bytes < 1:
             raise ConfigError(f"max_line_bytes must be at least 1 (got {self.max_line_bytes})")
-        object.__setattr__(self, "columns", MappingProxyType(_checked_columns(self.columns)))
-        object.__setattr__(self, "defaults", MappingProxyType(_checked_defaults(self.defaults)))
+        # Own copies (plain dicts, so that copy/pickle/asdict work): later changes to the caller's dicts are not seen.
+        object.__setattr__(self, "columns", _checked_columns(self.columns))
+        object.__setattr__(self, "defaults", _checked_defaults(self.defaults))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,20 +121,15 @@ class RowBuilder:
         self, line: int, field: str | None, message: str, raw: Mapping[str, object] | None = None
     ) -> ManifestRow:
         """An invalid row; ``raw`` is kept with long values cut short."""
-        return ManifestRow(
-            self.manifest, line, None, _raw_key(raw), RowError(field, message), shrink_raw(raw)
-        )
+        return ManifestRow(self.manifest, line, None, _raw_key(raw), RowError(field, message), shrink_raw(raw))
 
-    def build(
-        self, line: int, fields: dict[str, Any], raw: Mapping[str, object] | None = None
-    ) -> ManifestRow:
+    def build(self, line: int, fields: dict[str, Any], raw: Mapping[str, object] | None = None) -> ManifestRow:
         """Validate ``fields`` (known, typed); ``raw`` is what to keep if invalid (default: ``fields``)."""
         kept = fields if raw is None else raw
-        data = fields
+        data: dict[str, Any] = fields
         key: object = None
-        if self._defaults or "idempotency_key" in fields:
-            data = {**self._defaults, **fields}
-            key = data.pop("idempotency_key", None)
+        if self._defaults or "idempotency_key" in fields or fields.get("type") == "":
+            data, key = self._merged(fields)
         inferred = False
         if self._infer and "type" not in data:
             data, inferred = _with_inferred_type(data)
@@ -143,6 +143,16 @@ class RowBuilder:
         if problem is not None:
             return self.invalid(line, "idempotency_key", problem, kept)
         return ManifestRow(self.manifest, line, request, str(key), None, None)
+
+    def _merged(self, fields: dict[str, Any]) -> tuple[dict[str, Any], object]:
+        """``fields`` over the defaults, without ``idempotency_key`` (returned apart) or an empty ``type``."""
+        data = {**self._defaults, **fields}
+        key = data.pop("idempotency_key", None)
+        if fields.get("type") == "":  # an empty type counts as absent: the default, else inference, applies
+            del data["type"]
+            if "type" in self._defaults:
+                data["type"] = self._defaults["type"]
+        return data, key
 
 
 def parse_favorite(cell: str) -> bool | None:

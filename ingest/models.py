@@ -43,7 +43,10 @@ def check_absolute_http_url(value: str) -> str:
     """
     if len(value) > URL_MAX_LENGTH:
         raise ValueError(f"URL is longer than {URL_MAX_LENGTH} characters")
-    if value != value.strip() or any(ch.isspace() or ord(ch) < 0x20 for ch in value):
+    # Fast path first: printable ASCII without spaces (almost every URL) has no whitespace or control characters.
+    if not (value.isascii() and value.isprintable() and " " not in value) and (
+        value != value.strip() or any(ch.isspace() or ord(ch) < 0x20 for ch in value)
+    ):
         raise ValueError("URL must not contain whitespace or control characters")
     try:
         parts = urlsplit(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import pickle
 import sys
 import tracemalloc
 from collections.abc import Iterable
@@ -180,6 +181,16 @@ def test_a_truncated_gzip_file_yields_its_rows_then_a_manifest_error(tmp_path: P
     with pytest.raises(ManifestError, match=r"cut\.jsonl\.gz"):
         seen.extend(read_manifest(ManifestSource.open(str(path)), warn=WarnSpy()))
     assert len(seen) > 1000 and all(r.request for r in seen)
+
+
+def test_the_public_interface_is_exported() -> None:
+    """``ingest.manifest.__all__`` lists exactly the interface the pipeline is written against."""
+    import ingest.manifest
+
+    expected = {"ManifestFormat", "KNOWN_FIELDS", "ManifestSource", "ManifestOptions", "RowError", "ManifestRow"}
+    expected |= {"read_manifest", "preflight", "count_rows"}
+    assert set(ingest.manifest.__all__) == expected
+    assert all(hasattr(ingest.manifest, name) for name in expected)
 
 
 # --- CSV structure ------------------------------------------------------------------------------------
@@ -537,6 +548,13 @@ def test_a_type_that_cannot_be_inferred_makes_the_row_invalid(tmp_path: Path, ur
     assert "missing" in row.error.message and "could not be inferred from the URL extension" in row.error.message
 
 
+def test_an_empty_jsonl_type_counts_as_absent(tmp_path: Path) -> None:
+    """``"type": ""`` gets the default type, else the inferred one, like an absent type."""
+    source = write(tmp_path, "m.jsonl", jsonl({"url": PNG, "type": ""}))
+    assert one(source).request == UploadRequest(url=PNG, type="image")
+    assert one(source, ManifestOptions(defaults={"type": "3d"})).request == UploadRequest(url=PNG, type="3d")
+
+
 def test_inference_can_be_turned_off(tmp_path: Path) -> None:
     """With infer_type=False a missing type is simply a required field."""
     row = one(write(tmp_path, "m.jsonl", jsonl({"url": PNG})), ManifestOptions(infer_type=False))
@@ -781,8 +799,8 @@ def test_csv_and_jsonl_give_the_same_requests(tmp_path: Path, data: st.DataObjec
 _TOKENS = st.sampled_from(
     [b"url", b"type", b"prompt", b",", b'"', b"\n", b"\r", b"\r\n", b" ", b"\t", b"\x00", b"\xff", b"\xc3",
      b"\xef\xbb\xbf", b"\x1f\x8b", b"{", b"}", b"[", b"]", b":", b'"url"', b'"type"', b"null", b"5", b";",
-     PNG.encode(), b"javascript:x", b"image", b"yes", b"\\u0000", b"\\", b",image,x\n", b"%s,video,\n" % MP4.encode(),
-     bf'{{"url": "{PNG}"}}\n'.encode()]
+     PNG.encode(), b"javascript:x", b"image", b"yes", b"\\u0000", b"\\", b",image,x\n",
+     f"{MP4},video,\n".encode(), f'{{"url": "{PNG}"}}\n'.encode()]
 )  # fmt: skip
 _FUZZ = st.one_of(st.binary(max_size=300), st.lists(_TOKENS, max_size=60).map(b"".join))
 
@@ -821,12 +839,16 @@ def test_random_bytes_never_crash_the_readers(tmp_path: Path, data: bytes, heade
             assert lines == _expected_jsonl_lines(content, limit)
 
 
-def test_options_are_immutable() -> None:
-    """Options cannot be changed after they are built, so one instance is safely shared."""
-    options = ManifestOptions(defaults={"favorite": "yes"})
-    assert options.defaults == {"favorite": True}
-    with pytest.raises(TypeError):
-        options.defaults["favorite"] = False  # type: ignore[index]
+def test_options_keep_their_own_typed_copies() -> None:
+    """Options copy the mappings they are given (typing CSV-style defaults), so later changes do not leak in."""
+    columns = {"url": "media_url"}
+    defaults: dict[str, object] = {"favorite": "yes", "tag_ids": "a;b"}
+    options = ManifestOptions(columns=columns, defaults=defaults)
+    columns["url"] = "other"
+    defaults["favorite"] = "no"
+    assert options.columns == {"url": "media_url"}
+    assert options.defaults == {"favorite": True, "tag_ids": ["a", "b"]}
+    assert pickle.loads(pickle.dumps(options)) == options
 
 
 def test_a_csv_field_over_the_csv_module_limit_is_one_invalid_row(tmp_path: Path) -> None:
@@ -848,3 +870,10 @@ def test_jsonl_with_bom_and_crlf(tmp_path: Path) -> None:
         tmp_path, "m.jsonl", b"\xef\xbb\xbf" + orjson.dumps({"url": PNG}) + b"\r\n\r\n" + orjson.dumps({"url": MP4})
     )
     assert [(r.line, r.error) for r in read(source)] == [(1, None), (3, None)]
+
+
+def test_csv_lines_of_only_empty_cells_are_skipped(tmp_path: Path) -> None:
+    """Lines of only commas (what spreadsheets export below the data) are skipped like blank lines, not invalid."""
+    rows = read(write(tmp_path, "m.csv", f"{HEADER}\n{PNG},image,,,,,\n,,,,,,\n  , ,\n{PNG}?2,image,,,,,\n"))
+    assert [row.line for row in rows] == [2, 5]
+    assert all(row.request is not None for row in rows)
