@@ -82,9 +82,9 @@ def test_broken_toml_names_file(tmp_path: Path) -> None:
     """A config file that is not TOML, or is missing, is an error naming it."""
     config = tmp_path / "broken.toml"
     config.write_text("rate = = 2\n")
-    with pytest.raises(ConfigError, match="broken.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match=r"broken\.toml: not valid TOML"):
         build_settings(config_file=config, env={})
-    with pytest.raises(ConfigError, match="missing.toml: config file not found"):
+    with pytest.raises(ConfigError, match=r"missing\.toml: config file not found"):
         build_settings(config_file=tmp_path / "missing.toml", env={})
 
 
