@@ -18,13 +18,13 @@ demo: $(STAMP)
 	$(BIN)/ingest demo
 
 test: $(STAMP)
-	$(BIN)/ruff check ingest tests bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check ingest tests bench
-	$(BIN)/ruff format --check ingest tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
