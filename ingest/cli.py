@@ -94,11 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ingest {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="upload every item of the manifests (the main job)")
+    run = commands.add_parser("run", help="upload every item of the manifests (the main job)", allow_abbrev=False)
     run.add_argument("manifests", nargs="+", metavar="MANIFEST", help="CSV/JSONL files (.gz too), or - for stdin")
     run.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file (configs/*.toml)")
     run.add_argument("--limit", type=int, metavar="N", help="send at most N items (try a run on a slice)")
     run.add_argument("--dry-run", action="store_true", help="validate and count what would be sent; send nothing")
+    run.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N worker processes over disjoint shards (rate divided among them)",
+    )
     _add_flags(run, RUN_FLAGS, "s.")
     _add_flags(run, MANIFEST_FLAGS, "m.")
     run.set_defaults(handler=cmd_run)
@@ -263,9 +270,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = run_config(settings, sources, limit=args.limit, handle_signals=True)
     if args.dry_run:
         return dry_run(config, estimate_rate=settings.rate)
+    if args.processes > 1:
+        if config.shard is not None:
+            raise UsageError("--processes and --shard do not combine: shard across machines, or processes on one")
+        from ingest.processes import run_processes
+
+        return run_processes(args.argv, count=args.processes, results=config.results_path)
     api_key = resolve_api_key(key_file=settings.key_file)
     configure_logging(fmt=settings.log_format, level=settings.log_level, secrets=[api_key.reveal()])
-    report: RunReport = anyio.run(run_pipeline, config, api_key)
+    report: RunReport = anyio.run(run_pipeline, config, api_key, backend_options=event_loop_options())
     print_summary(report)
     return report.exit_code
 
@@ -309,6 +322,18 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds + 0.5), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def event_loop_options() -> dict[str, Any]:
+    """uvloop when it is installed (a dependency on the platforms that have it): ~25% more requests per CPU second
+    for aiohttp; the default asyncio loop otherwise, or with ``INGEST_EVENT_LOOP=asyncio``."""
+    if os.environ.get("INGEST_EVENT_LOOP", "").lower() == "asyncio":
+        return {}
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
 
 
 def print_summary(report: RunReport, *, out: Any = None) -> None:
@@ -385,7 +410,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

@@ -16,7 +16,9 @@ How a rerun treats a key (``ResumeIndex.decide``):
 from __future__ import annotations
 
 import enum
+import glob
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,17 +98,40 @@ def _fingerprint(sha_hex: str) -> int:
         return -1
 
 
-def load_index(path: Path) -> ResumeIndex:
-    """Read ``path`` (if it exists) into a ``ResumeIndex``; streaming, one pass."""
+_SHARD_TAG = re.compile(r"\.shard-\d+-of-\d+$")
+
+
+def family(path: Path) -> list[Path]:
+    """The results files that describe the same job as ``path``: its base file (``x.results.jsonl``) and every shard
+    file beside it (``x.results.shard-K-of-N.jsonl``, written by ``--shard`` or ``--processes``), existing ones
+    only, ``path`` itself last. Reading them all lets a run resume whatever shard layout earlier runs used."""
+    stem = _SHARD_TAG.sub("", path.stem)
+    base = path.with_name(stem + path.suffix)
+    shards = sorted(path.parent.glob(f"{glob.escape(stem)}.shard-*-of-*{path.suffix}"))
+    return [p for p in [base, *shards] if p != path and p.exists()] + [path]
+
+
+def load_index(path: Path, *, with_family: bool = True) -> ResumeIndex:
+    """Read ``path`` (and, by default, its ``family``) into a ``ResumeIndex``; streaming, one pass per file.
+
+    Torn tails and ``repair_offset`` describe ``path`` only: it is the one file this run will append to.
+    """
     index = ResumeIndex()
-    if not path.exists():
-        return index
+    for other in family(path)[:-1] if with_family else []:
+        _read_into(index, other, own=False)
+    if path.exists():
+        _read_into(index, path, own=True)
+    return index
+
+
+def _read_into(index: ResumeIndex, path: Path, *, own: bool) -> None:
     offset = 0
     with path.open("rb") as file:
         for number, raw in enumerate(file, start=1):
             if not raw.endswith(b"\n"):
-                index.torn_tail = True
-                index.repair_offset = offset
+                if own:
+                    index.torn_tail = True
+                    index.repair_offset = offset
                 break
             offset += len(raw)
             index.lines_read += 1
@@ -118,11 +143,10 @@ def load_index(path: Path) -> ResumeIndex:
                 record = None
             if not isinstance(record, dict):
                 index.unreadable_count += 1
-                if len(index.unreadable_lines) < 20:
+                if len(index.unreadable_lines) < 20 and own:
                     index.unreadable_lines.append(number)
                 continue
             index.add(record)
-    return index
 
 
 def repair(path: Path, index: ResumeIndex) -> None:
