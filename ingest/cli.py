@@ -119,6 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_flags(validate, MANIFEST_FLAGS, "m.")
     validate.set_defaults(handler=cmd_validate)
 
+    report = commands.add_parser("report", help="summarise results files (shards too): counts, errors, latency")
+    report.add_argument("results", nargs="+", type=Path, metavar="RESULTS")
+    report.add_argument("--json", action="store_true", help="machine-readable JSON instead of tables")
+    report.add_argument("--top", type=int, default=5, metavar="N", help="how many top error messages")
+    report.set_defaults(handler=cmd_report)
+
+    failed = commands.add_parser("failed", help="write the failed items as a manifest to rerun (keys kept)")
+    failed.add_argument("results", nargs="+", type=Path, metavar="RESULTS")
+    failed.add_argument("-o", "--output", type=Path, metavar="OUT", help="manifest to write (default: stdout)")
+    failed.add_argument("--include-invalid", action="store_true", help="also write invalid rows (to fix them)")
+    failed.add_argument("--error-type", action="append", default=[], metavar="TYPE", help="only this error type")
+    failed.add_argument("--http-status", action="append", default=[], type=int, metavar="N", help="only this status")
+    failed.add_argument("--retryable-only", action="store_true", help="only failures a rerun would retry")
+    failed.set_defaults(handler=cmd_failed)
+
     fake = commands.add_parser("fake-server", help="run the embedded fake Assets API on loopback")
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=8787)
@@ -362,6 +377,40 @@ def cmd_validate(args: argparse.Namespace) -> int:
     sources = open_sources(args.manifests, settings)
     keys = KeyDeriver(tuple(settings.key_fields), settings.key_namespace)
     return validate_manifests(sources, manifest_options(settings), keys, show=args.show)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``ingest report``."""
+    from ingest.report import build_report, render_json, render_text
+
+    report = build_report(args.results)
+    print(render_json(report) if args.json else render_text(report, top=args.top))
+    return 0
+
+
+def cmd_failed(args: argparse.Namespace) -> int:
+    """``ingest failed``."""
+    from ingest.rerun import write_failed_manifest
+
+    summary = write_failed_manifest(
+        args.results,
+        args.output,
+        include_invalid=args.include_invalid,
+        error_types=args.error_type,
+        http_statuses=args.http_status,
+        retryable_only=args.retryable_only,
+    )
+    by_type = ", ".join(f"{kind}: {count}" for kind, count in sorted(summary.by_error_type.items()))
+    print(
+        f"ingest: wrote {summary.written} items to {summary.out}"
+        + (f" ({by_type})" if by_type else "")
+        + (f"; {summary.filtered_out} left out by filters" if summary.filtered_out else "")
+        + (f"; {summary.skipped_no_item} invalid rows had no fields to write" if summary.skipped_no_item else ""),
+        file=sys.stderr,
+    )
+    if summary.written and args.output is not None:
+        print(f"rerun with: ingest run {args.output} --results <the same results file>", file=sys.stderr)
+    return 0
 
 
 def cmd_fake_server(args: argparse.Namespace) -> int:

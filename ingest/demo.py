@@ -5,7 +5,10 @@
 2. start the fake Assets API on a free loopback port with the ``demo`` fault profile (a few 429s, 5xx and slow
    answers, so that retries show);
 3. run the real pipeline, print the summary, the server's ledger and where the results file is;
-4. run it again on the same results file and show that the rerun sends nothing.
+4. run it again on the same results file and show that the rerun sends nothing;
+5. end with ``ingest report`` of the results file.
+
+On a terminal the runs show the live progress display.
 
 It exits 0 when the demo behaved as promised (every valid row created exactly once, the rerun sent zero requests).
 """
@@ -26,6 +29,7 @@ from ingest.fakeserver import FakeServerConfig, load_profile, running_fake_serve
 from ingest.logging import configure_logging
 from ingest.manifest import ManifestSource
 from ingest.pipeline import RunConfig, RunReport, run_pipeline
+from ingest.report import build_report, render_text
 
 DEMO_KEY = "fake-key"
 MANIFESTS = ("media.csv", "media.jsonl")
@@ -63,7 +67,7 @@ async def _demo(manifests: list[Path], results: Path, out: TextIO) -> int:
             results_path=results,
             client=ClientOptions(base_url=server.url, concurrency=16, request_timeout=10.0),
             rate=200.0,
-            progress_interval=2.0,
+            progress="bar" if sys.stderr.isatty() else "off",
         )
         say(f"\n== run 1: ingest run {' '.join(str(p) for p in manifests)} --rate 200 --concurrency 16")
         first = await run_pipeline(config, ApiKey(DEMO_KEY))
@@ -84,6 +88,8 @@ async def _demo(manifests: list[Path], results: Path, out: TextIO) -> int:
 
     succeeded = first.stats.by_status.get("succeeded", 0)
     ok = sent == 0 and ledger["duplicate_bodies"] == 0 and ledger["created"] == succeeded
+    say(f"\n== ingest report {results}\n")
+    say(render_text(build_report([results])))
     say(f"\nresults file: {results}  (one JSON line per outcome; try: grep '\"invalid\"' {results})")
     say(
         "demo "
