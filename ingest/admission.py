@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from ingest.keys import KeyDeriver, body_sha256
+from ingest.keytable import KeyTable, fingerprint
 from ingest.manifest import ManifestRow
 from ingest.results import Result, Status, error_dict
 from ingest.resume import ResumeIndex, Verdict
@@ -27,6 +28,8 @@ from ingest.shard import Shard
 log = structlog.get_logger("ingest.admission")
 
 FAL_HOST_SUFFIXES = ("fal.media", "fal.ai", "fal.run")
+_LINE_MASK = (1 << 32) - 1
+_BODY_MASK = (1 << 24) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +60,13 @@ class Admission:
     require_fal_host: bool = False
     run_id: str = ""
     shard: Shard | None = None
-    seen: dict[str, tuple[str, int, str]] = field(default_factory=dict)  # key -> (manifest, line, body sha)
+    # this run's first occurrence of every key: fp -> manifest number << 56 | line << 24 | 24 bits of body hash
+    seen: KeyTable = field(default_factory=lambda: KeyTable(value_code="Q"))
+    manifests: dict[str, int] = field(default_factory=dict)  # manifest name -> its number in `seen` values
     warned_hosts: set[str] = field(default_factory=set)  # manifests already warned about non-fal hosts
 
     def __repr__(self) -> str:
-        return f"Admission(seen={len(self.seen)}, index={self.index!r})"
+        return f"Admission(seen={self.seen!r}, index={self.index!r})"
 
     def admit(self, row: ManifestRow) -> WorkItem | Result | Verdict:
         """See the module docstring."""
@@ -78,14 +83,14 @@ class Admission:
             return problem
         body_bytes = row.request.body_bytes()
         sha = body_sha256(body_bytes)
-        verdict, where = self.index.decide(key, sha, retry_failed=self.retry_failed)
+        verdict = self.index.decide(key, sha, retry_failed=self.retry_failed)
         if verdict in (Verdict.SKIP_DONE, Verdict.SKIP_FAILED):
             # Settled by an earlier run, which already recorded any repeat of it as a duplicate.
             return verdict
         if (duplicate := self._duplicate(row, key, body, sha)) is not None:
             return duplicate
         if verdict is Verdict.CHANGED:
-            return self._changed(row, key, body, sha, where)
+            return self._changed(row, key, body, sha)
         return WorkItem(row.manifest, row.line, key, body, body_bytes, sha)
 
     def _invalid(self, row: ManifestRow) -> Result:
@@ -129,13 +134,16 @@ class Admission:
         )
 
     def _duplicate(self, row: ManifestRow, key: str, body: dict[str, Any], sha: str) -> Result | None:
-        first = self.seen.get(key)
+        fp, body_fp = fingerprint(key), int(sha[:6], 16)
+        first = self.seen.get(fp)
         if first is None:
-            self.seen[key] = (row.manifest, row.line, sha)
+            number = self.manifests.setdefault(row.manifest, len(self.manifests))
+            self.seen.put(fp, number << 56 | (row.line & _LINE_MASK) << 24 | body_fp)
             return None
-        manifest, line, first_sha = first
+        names = list(self.manifests)
+        manifest, line, first_body = names[first >> 56], (first >> 24) & _LINE_MASK, first & _BODY_MASK
         duplicate_of = {"manifest": manifest, "line": line}
-        if first_sha == sha:
+        if first_body == body_fp:
             log.info("item.duplicate", manifest=row.manifest, line=row.line, duplicate_of=duplicate_of)
             return Result(
                 key,
@@ -165,12 +173,13 @@ class Admission:
             run_id=self.run_id,
         )
 
-    def _changed(self, row: ManifestRow, key: str, body: dict[str, Any], sha: str, where: str | None) -> Result:
+    def _changed(self, row: ManifestRow, key: str, body: dict[str, Any], sha: str) -> Result:
         message = (
-            f"row changed since it was ingested (recorded at {where}); not re-uploaded. "
-            "To ingest the new version as a new asset, set key_namespace or an explicit idempotency_key"
+            "row changed since it was ingested (its key has a succeeded record with another body in the results "
+            "file); not re-uploaded. To ingest the new version as a new asset, set key_namespace or an explicit "
+            "idempotency_key"
         )
-        log.warning("item.changed", manifest=row.manifest, line=row.line, key=key, first_recorded=where)
+        log.warning("item.changed", manifest=row.manifest, line=row.line, key=key)
         error = error_dict("changed_since_ingested", message, retryable=False)
         return Result(
             key, row.manifest, row.line, Status.INVALID, body, body_sha256=sha, error=error, run_id=self.run_id

@@ -1,10 +1,11 @@
 """The results file's record: one JSON object per line, append-only (``DESIGN.md`` § Results file).
 
 ```
-{"key": "…", "manifest": "media.csv", "line": 17, "status": "succeeded" | "failed" | "invalid" | "duplicate",
- "attempts": 2, "http_status": 201, "item": {…request body…}, "body_sha256": "…", "asset": {…} | null,
+{"key": "…", "status": "succeeded" | "failed" | "invalid" | "duplicate", "body_sha256": "…",
  "error": {"type": "…", "message": "…", "request_id": "…", "retryable": false, "field": "…"?} | null,
- "duplicate_of": {"manifest": "…", "line": 3} | null, "run_id": "…", "finished_at": "2026-…Z", "elapsed_ms": 123}
+ "manifest": "media.csv", "line": 17, "attempts": 2, "http_status": 201,
+ "duplicate_of": {"manifest": "…", "line": 3} | null, "run_id": "…", "finished_at": "2026-…Z", "elapsed_ms": 123,
+ "item": {…request body…}, "asset": {…} | null}
 ```
 
 ``item`` is the exact request body for valid rows, and the row's fields as read for invalid ones, so that
@@ -53,21 +54,23 @@ class Result:
         """The record as one JSON line, newline included (stamps ``finished_at`` if unset)."""
         if not self.finished_at:
             self.finished_at = utc_now()
+        # Order matters for speed only: the fields a resume needs (key, status, body_sha256, error) come before the
+        # large ones (item, asset), so ``ingest.resume`` finds them near the start of the line without a full parse.
         record = {
             "key": self.key,
+            "status": self.status.value,
+            "body_sha256": self.body_sha256,
+            "error": self.error,
             "manifest": self.manifest,
             "line": self.line,
-            "status": self.status.value,
             "attempts": self.attempts,
             "http_status": self.http_status,
-            "item": self.item,
-            "body_sha256": self.body_sha256,
-            "asset": self.asset,
-            "error": self.error,
             "duplicate_of": self.duplicate_of,
             "run_id": self.run_id,
             "finished_at": self.finished_at,
             "elapsed_ms": self.elapsed_ms,
+            "item": self.item,
+            "asset": self.asset,
         }
         return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 

@@ -19,13 +19,15 @@ import enum
 import glob
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
+from ingest.keytable import KeyTable, fingerprint
+
 _SUCCEEDED, _FAILED_PERMANENT, _FAILED_RETRYABLE = 1, 2, 3
-_FINGERPRINT_HEX = 16  # first 64 bits of body_sha256 are enough to notice an edited row
+_STATE_MASK = 0b11
+_BODY_MASK = (1 << 30) - 1
 
 
 class Verdict(enum.Enum):
@@ -38,64 +40,102 @@ class Verdict(enum.Enum):
     OTHER_SHARD = "other_shard"  # not this shard's item (``--shard``); another process handles it
 
 
-@dataclass(slots=True)
-class ResumeIndex:
-    """Per key: (state, body fingerprint, where it was first recorded). Built by ``load_index``."""
+def body_fingerprint(sha_hex: str | None) -> int:
+    """30 bits of a body's SHA-256: enough to notice an edited row (a miss is 1 in 10^9)."""
+    if not sha_hex:
+        return 0
+    try:
+        return int(sha_hex[:8], 16) & _BODY_MASK
+    except ValueError:
+        return 0
 
-    # key -> (state, body fingerprint as int, "manifest:line" of the deciding record)
-    entries: dict[str, tuple[int, int, str]] = field(default_factory=dict)
-    lines_read: int = 0  # complete lines in the file
-    unreadable_lines: list[int] = field(default_factory=list)  # line numbers that were not valid records (first 20)
-    unreadable_count: int = 0
-    torn_tail: bool = False  # the last line had no newline and was ignored
-    repair_offset: int | None = None  # where to truncate the file to drop the torn tail
+
+class ResumeIndex:
+    """Per key: its state and a fingerprint of the body that was sent, in a ``KeyTable`` (15–23 bytes a key)."""
+
+    def __init__(self, *, expected: int = 0) -> None:
+        self.table = KeyTable(value_code="L", expected=expected)  # key fp -> body fp << 2 | state
+        self.lines_read = 0  # complete lines in the files
+        self.unreadable_lines: list[int] = []  # line numbers of this run's file that were not records (first 20)
+        self.unreadable_count = 0
+        self.torn_tail = False  # this run's file ended in a line without newline, which was ignored
+        self.repair_offset: int | None = None  # where to truncate the file to drop the torn tail
 
     def __repr__(self) -> str:
         return (
-            f"ResumeIndex(keys={len(self.entries)}, lines_read={self.lines_read}, "
-            f"unreadable={self.unreadable_count}, torn_tail={self.torn_tail})"
+            f"ResumeIndex(keys={len(self.table)}, lines_read={self.lines_read}, "
+            f"unreadable={self.unreadable_count}, torn_tail={self.torn_tail}, bytes={self.table.nbytes})"
         )
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.table)
 
-    def decide(self, key: str, body_sha256: str, *, retry_failed: bool) -> tuple[Verdict, str | None]:
-        """The verdict for ``key`` and, for ``CHANGED``, where the earlier version was recorded."""
-        entry = self.entries.get(key)
-        if entry is None:
-            return Verdict.SEND, None
-        state, fingerprint, where = entry
-        same_body = fingerprint == _fingerprint(body_sha256)
+    def __contains__(self, key: str) -> bool:
+        return self.table.get(fingerprint(key)) is not None
+
+    def decide(self, key: str, body_sha256: str, *, retry_failed: bool) -> Verdict:
+        """The verdict for ``key`` whose current body hashes to ``body_sha256``."""
+        value = self.table.get(fingerprint(key))
+        if value is None:
+            return Verdict.SEND
+        state, same_body = value & _STATE_MASK, value >> 2 == body_fingerprint(body_sha256)
         if state == _SUCCEEDED:
-            return (Verdict.SKIP_DONE, None) if same_body else (Verdict.CHANGED, where)
+            return Verdict.SKIP_DONE if same_body else Verdict.CHANGED
         if state == _FAILED_PERMANENT and same_body and not retry_failed:
-            return Verdict.SKIP_FAILED, None
-        return Verdict.SEND, None
+            return Verdict.SKIP_FAILED
+        return Verdict.SEND
 
-    def add(self, record: dict[str, object]) -> None:
-        """Fold one record into the index (later records win, but a success is never undone)."""
-        key, status = record.get("key"), record.get("status")
-        if not isinstance(key, str) or status not in ("succeeded", "failed"):
+    def put(self, key: str, status: str, body_sha256: str | None, retryable: bool) -> None:
+        """Fold one record in (later records win, but a success is never undone)."""
+        if status not in ("succeeded", "failed"):
             return
-        sha = record.get("body_sha256")
-        fingerprint = _fingerprint(sha) if isinstance(sha, str) else -1
+        fp = fingerprint(key)
         if status == "succeeded":
             state = _SUCCEEDED
         else:
-            previous = self.entries.get(key)
-            if previous is not None and previous[0] == _SUCCEEDED:
+            previous = self.table.get(fp)
+            if previous is not None and previous & _STATE_MASK == _SUCCEEDED:
                 return
-            error = record.get("error")
-            retryable = isinstance(error, dict) and bool(error.get("retryable"))
             state = _FAILED_RETRYABLE if retryable else _FAILED_PERMANENT
-        self.entries[key] = (state, fingerprint, f"{record.get('manifest')}:{record.get('line')}")
+        self.table.put(fp, body_fingerprint(body_sha256) << 2 | state)
+
+    def add(self, record: dict[str, object]) -> None:
+        """Fold one parsed record in."""
+        key, status, sha, error = (
+            record.get("key"),
+            record.get("status"),
+            record.get("body_sha256"),
+            record.get("error"),
+        )
+        if isinstance(key, str) and isinstance(status, str):
+            retryable = isinstance(error, dict) and bool(error.get("retryable"))
+            self.put(key, status, sha if isinstance(sha, str) else None, retryable)
 
 
-def _fingerprint(sha_hex: str) -> int:
+# The start of a line as ``ingest.results.Result.to_line`` writes it: the four fields a resume needs, first.
+# JSON escaping guarantees these patterns cannot occur inside a string value, so no full parse is needed.
+_FAST = re.compile(
+    rb'\{"key":"([^"\\]*)","status":"([a-z]+)","body_sha256":(?:null|"([0-9a-f]{64})"),"error":(null|\{)'
+)
+_RETRYABLE = b'"retryable":true'
+
+
+def _fold_line(index: ResumeIndex, raw: bytes) -> bool:
+    """Fold one complete line in; False when it is not a record."""
+    match = _FAST.match(raw)
+    if match is not None:
+        key, status, sha, error = match.groups()
+        retryable = error != b"null" and raw.find(_RETRYABLE, match.end()) != -1
+        index.put(key.decode(), status.decode(), sha.decode() if sha else None, retryable)
+        return True
     try:
-        return int(sha_hex[:_FINGERPRINT_HEX], 16)
-    except ValueError:
-        return -1
+        record = orjson.loads(raw)  # written by another version or tool: parse it whole
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(record, dict):
+        return False
+    index.add(record)
+    return True
 
 
 _SHARD_TAG = re.compile(r"\.shard-\d+-of-\d+$")
@@ -116,7 +156,8 @@ def load_index(path: Path, *, with_family: bool = True) -> ResumeIndex:
 
     Torn tails and ``repair_offset`` describe ``path`` only: it is the one file this run will append to.
     """
-    index = ResumeIndex()
+    files = family(path) if with_family else [path]
+    index = ResumeIndex(expected=sum(_estimate_records(p) for p in files if p.exists()))
     for other in family(path)[:-1] if with_family else []:
         _read_into(index, other, own=False)
     if path.exists():
@@ -135,18 +176,20 @@ def _read_into(index: ResumeIndex, path: Path, *, own: bool) -> None:
                 break
             offset += len(raw)
             index.lines_read += 1
-            if not raw.strip():
+            if not raw.strip() or _fold_line(index, raw):
                 continue
-            try:
-                record = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                record = None
-            if not isinstance(record, dict):
-                index.unreadable_count += 1
-                if len(index.unreadable_lines) < 20 and own:
-                    index.unreadable_lines.append(number)
-                continue
-            index.add(record)
+            index.unreadable_count += 1
+            if len(index.unreadable_lines) < 20 and own:
+                index.unreadable_lines.append(number)
+
+
+def _estimate_records(path: Path) -> int:
+    """Records in a results file, from its size and its first lines' length (sizes the table once)."""
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        head = file.read(1 << 16)
+    lines = head.count(b"\n")
+    return int(size / (len(head) / lines)) if lines else 0
 
 
 def repair(path: Path, index: ResumeIndex) -> None:

@@ -65,7 +65,7 @@ def plan(
             result.rows += 1
             if isinstance(decision, WorkItem):
                 result.counts["send"] += 1
-                result.counts["retry" if decision.key in index.entries else "new"] += 1
+                result.counts["retry" if decision.key in index else "new"] += 1
             elif isinstance(decision, Verdict):
                 result.counts[decision.value] += 1
             else:

@@ -22,7 +22,7 @@ def test_missing_file_is_empty_index(tmp_path: Path) -> None:
     """A results file that does not exist yet means nothing is done."""
     index = load_index(tmp_path / "none.jsonl")
     assert len(index) == 0
-    assert index.decide("k", SHA_A, retry_failed=False) == (Verdict.SEND, None)
+    assert index.decide("k", SHA_A, retry_failed=False) is Verdict.SEND
 
 
 def test_decision_table(tmp_path: Path) -> None:
@@ -32,11 +32,11 @@ def test_decision_table(tmp_path: Path) -> None:
         _line("ok", "succeeded") + _line("perm", "failed", retryable=False) + _line("temp", "failed", retryable=True)
     )
     index = load_index(path)
-    assert index.decide("ok", SHA_A, retry_failed=False)[0] is Verdict.SKIP_DONE
-    assert index.decide("perm", SHA_A, retry_failed=False)[0] is Verdict.SKIP_FAILED
-    assert index.decide("perm", SHA_A, retry_failed=True)[0] is Verdict.SEND
-    assert index.decide("temp", SHA_A, retry_failed=False)[0] is Verdict.SEND
-    assert index.decide("new", SHA_A, retry_failed=False)[0] is Verdict.SEND
+    assert index.decide("ok", SHA_A, retry_failed=False) is Verdict.SKIP_DONE
+    assert index.decide("perm", SHA_A, retry_failed=False) is Verdict.SKIP_FAILED
+    assert index.decide("perm", SHA_A, retry_failed=True) is Verdict.SEND
+    assert index.decide("temp", SHA_A, retry_failed=False) is Verdict.SEND
+    assert index.decide("new", SHA_A, retry_failed=False) is Verdict.SEND
 
 
 def test_changed_body_detected(tmp_path: Path) -> None:
@@ -44,9 +44,9 @@ def test_changed_body_detected(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     path.write_bytes(_line("ok", "succeeded", line=17) + _line("perm", "failed", retryable=False))
     index = load_index(path)
-    assert index.decide("ok", SHA_B, retry_failed=False) == (Verdict.CHANGED, "m.csv:17")
+    assert index.decide("ok", SHA_B, retry_failed=False) is Verdict.CHANGED
     # An edited row that failed permanently is sent again: the edit probably fixed it.
-    assert index.decide("perm", SHA_B, retry_failed=False)[0] is Verdict.SEND
+    assert index.decide("perm", SHA_B, retry_failed=False) is Verdict.SEND
 
 
 def test_later_records_win_but_success_sticks(tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ def test_later_records_win_but_success_sticks(tmp_path: Path) -> None:
     path.write_bytes(
         _line("a", "failed", retryable=True) + _line("a", "succeeded") + _line("a", "failed", retryable=False)
     )
-    assert load_index(path).decide("a", SHA_A, retry_failed=True)[0] is Verdict.SKIP_DONE
+    assert load_index(path).decide("a", SHA_A, retry_failed=True) is Verdict.SKIP_DONE
 
 
 def test_invalid_and_duplicate_records_do_not_settle_keys(tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_torn_tail_ignored_and_repaired(tmp_path: Path) -> None:
     path.write_bytes(good + _line("c", "succeeded")[:25])
     index = load_index(path)
     assert index.torn_tail and index.repair_offset == len(good)
-    assert index.decide("c", SHA_A, retry_failed=False)[0] is Verdict.SEND
+    assert index.decide("c", SHA_A, retry_failed=False) is Verdict.SEND
     repair(path, index)
     assert path.read_bytes() == good
     again = load_index(path)
@@ -88,3 +88,51 @@ def test_unreadable_middle_lines_are_counted_not_fatal(tmp_path: Path) -> None:
     assert len(index) == 2
     assert index.unreadable_count == 2 and index.unreadable_lines == [2, 3]
     assert "keys=2" in repr(index)
+
+
+def test_fast_path_reads_records_as_written(tmp_path: Path) -> None:
+    """Records written by Result.to_line are read without a full parse, retryable flag and body hash included."""
+    from ingest.results import Result, Status, error_dict
+
+    path = tmp_path / "r.jsonl"
+    records = [
+        Result("k-ok", "m.csv", 2, Status.SUCCEEDED, {"url": "u"}, body_sha256=SHA_A, asset={"status": "x"}),
+        Result(
+            "k-temp",
+            "m.csv",
+            3,
+            Status.FAILED,
+            {"url": "u"},
+            body_sha256=SHA_A,
+            error=error_dict("server_error", 'said "retryable":false', retryable=True),
+        ),
+        Result(
+            "k-perm",
+            "m.csv",
+            4,
+            Status.FAILED,
+            {"url": "u", "prompt": '"retryable":true'},
+            body_sha256=SHA_A,
+            error=error_dict("validation_error", "bad", retryable=False),
+        ),
+        Result('k"quoted', "m.csv", 5, Status.SUCCEEDED, {"url": "u"}, body_sha256=SHA_A),
+        Result(None, "m.csv", 6, Status.INVALID, None, error=error_dict("invalid_row", "x", retryable=False)),
+    ]
+    path.write_bytes(b"".join(record.to_line() for record in records))
+    index = load_index(path)
+    assert index.unreadable_count == 0 and len(index) == 4
+    assert index.decide("k-ok", SHA_A, retry_failed=False) is Verdict.SKIP_DONE
+    assert index.decide("k-temp", SHA_A, retry_failed=False) is Verdict.SEND
+    assert index.decide("k-perm", SHA_A, retry_failed=False) is Verdict.SKIP_FAILED
+    assert index.decide('k"quoted', SHA_A, retry_failed=False) is Verdict.SKIP_DONE  # escaped: full parse
+
+
+def test_family_files_are_read(tmp_path: Path) -> None:
+    """A run reads its base results file and every shard file beside it, whichever of them it writes."""
+    (tmp_path / "m.results.shard-0-of-2.jsonl").write_bytes(_line("a", "succeeded"))
+    (tmp_path / "m.results.shard-1-of-2.jsonl").write_bytes(_line("b", "succeeded"))
+    (tmp_path / "other.results.jsonl").write_bytes(_line("c", "succeeded"))
+    index = load_index(tmp_path / "m.results.jsonl")
+    assert "a" in index and "b" in index and "c" not in index
+    shard_index = load_index(tmp_path / "m.results.shard-1-of-2.jsonl")
+    assert "a" in shard_index and "b" in shard_index
