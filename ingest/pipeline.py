@@ -382,19 +382,7 @@ class _Run:
             attempt=attempt,
             elapsed_ms=int(elapsed * 1000),
         )
-        return Result(
-            item.key,
-            item.manifest,
-            item.line,
-            Status.SUCCEEDED,
-            item.body,
-            body_sha256=item.body_sha256,
-            attempts=attempt,
-            http_status=answer.status,
-            asset=answer.asset,
-            elapsed_ms=int(elapsed * 1000),
-            run_id=self.stats.run_id,
-        )
+        return self._record(item, Status.SUCCEEDED, answer, attempt, elapsed, asset=answer.asset)
 
     def _failed(
         self, item: WorkItem, answer: AttemptResult, outcome: Outcome, attempt: int, elapsed: float, reason: str
@@ -421,15 +409,30 @@ class _Run:
             retryable=retryable,
             request_id=info.request_id if info else None,
         )
+        return self._record(item, Status.FAILED, answer, attempt, elapsed, error=error)
+
+    def _record(
+        self,
+        item: WorkItem,
+        status: Status,
+        answer: AttemptResult,
+        attempt: int,
+        elapsed: float,
+        *,
+        asset: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> Result:
+        """The final record of an item that was sent."""
         return Result(
             item.key,
             item.manifest,
             item.line,
-            Status.FAILED,
+            status,
             item.body,
             body_sha256=item.body_sha256,
             attempts=attempt,
             http_status=answer.status,
+            asset=asset,
             error=error,
             elapsed_ms=int(elapsed * 1000),
             run_id=self.stats.run_id,
