@@ -64,7 +64,15 @@ def read_csv(
     records = _records(lines, options.max_line_bytes)
     header = _parse_header(next(records, None), rows.manifest, options)
     if header.unknown:
-        warn("manifest.unknown_columns", manifest=rows.manifest, line=header.line, columns=list(header.unknown))
+        unknown = list(header.unknown)
+        # At most 20 names (a hostile header can have a million columns), and how many there were.
+        warn(
+            "manifest.unknown_columns",
+            manifest=rows.manifest,
+            line=header.line,
+            columns=unknown[:20],
+            count=len(unknown),
+        )
     for line, cells, problem in records:
         yield _row(rows, header, line, cells, problem)
 
@@ -148,7 +156,7 @@ class _RecordBroken(Exception):
 class _LineFeed:
     """The iterator ``csv.reader`` pulls text lines from; remembers the lines of the record being parsed."""
 
-    __slots__ = ("_lines", "_max_bytes", "_pending", "problem", "record", "size")
+    __slots__ = ("_isolated_until", "_lines", "_max_bytes", "_pending", "problem", "record", "size")
 
     def __init__(self, lines: Iterator[Line], max_line_bytes: int) -> None:
         self._lines = lines  # physical lines not read yet
@@ -157,11 +165,17 @@ class _LineFeed:
         self.record: list[Line] = []  # the lines of the record being parsed
         self.size = 0  # bytes in `record`
         self.problem: tuple[int, str] | None = None  # the first line in `record` that did not decode cleanly
+        # Lines up to this number were given back by a broken record: each is re-read as a record of one line, so
+        # that every line is parsed at most twice (else a quote opened on every line makes reading quadratic).
+        self._isolated_until = 0
 
     def __iter__(self) -> _LineFeed:
         return self
 
     def __next__(self) -> str:
+        if self.record and self.record[0][0] <= self._isolated_until:
+            first = self.record[0][0]
+            raise _RecordBroken(first, "a quoted field is not closed on this line (re-read after a broken row)")
         line = self._pending.popleft() if self._pending else next(self._lines)
         self.record.append(line)
         number, data = line
@@ -182,7 +196,10 @@ class _LineFeed:
         self.problem = None
 
     def give_back(self) -> None:
-        """Re-read the broken record's lines after its first: the first may have opened a quote by mistake."""
+        """Re-read the broken record's lines after its first (the first may have opened a quote by mistake), each
+        as a record of its own line."""
+        if len(self.record) > 1:
+            self._isolated_until = max(self._isolated_until, self.record[-1][0])
         self._pending.extendleft(reversed(self.record[1:]))
 
     def first_line(self) -> int:

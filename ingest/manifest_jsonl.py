@@ -65,7 +65,13 @@ def read_jsonl(
             yield rows.invalid(number, unknown[0], "unknown field", {**fields, **_unknown_items(obj, unknown)})
             continue
         if unknown and not warned:
-            warn("manifest.unknown_columns", manifest=rows.manifest, line=number, columns=unknown)
+            warn(
+                "manifest.unknown_columns",
+                manifest=rows.manifest,
+                line=number,
+                columns=unknown[:20],
+                count=len(unknown),
+            )
             warned = True
         yield rows.build(number, fields)
 

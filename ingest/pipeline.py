@@ -323,7 +323,7 @@ class _Run:
     async def _upload(self, item: WorkItem) -> Result | None:
         """Attempt ``item`` until it succeeds or the policy gives up; ``None`` leaves it pending."""
         assert self.client is not None
-        policy, started, attempt = self.config.policy, time.monotonic(), 0
+        policy, started, attempt, conflicts = self.config.policy, time.monotonic(), 0, 0
         while True:
             await self.limiter.acquire()
             if self.control.stopping:
@@ -347,7 +347,16 @@ class _Run:
             hint = answer.server_wait
             if run_wide and hint is None:
                 hint = policy.backoff(attempt, self.rng)
-            decision = decide(outcome, attempt=attempt, elapsed=elapsed, server_wait=hint, policy=policy, rng=self.rng)
+            conflicts += outcome is Outcome.CONFLICT
+            decision = decide(
+                outcome,
+                attempt=attempt,
+                elapsed=elapsed,
+                server_wait=hint,
+                policy=policy,
+                rng=self.rng,
+                conflicts=conflicts,
+            )
             if run_wide:
                 self.limiter.pause(decision.delay if decision.retry else hint or 0.0)
                 log.info(

@@ -94,16 +94,17 @@ def decide(
     server_wait: float | None,
     policy: RetryPolicy,
     rng: random.Random,
+    conflicts: int = 0,
 ) -> Decision:
     """Whether to try again after ``attempt`` tries that took ``elapsed`` seconds so far.
 
-    ``server_wait`` is the server's hint (see ``server_wait``); it is preferred to our backoff for 429 and for 5xx
-    answers that carry one (a 503 with Retry-After).
+    ``conflicts`` counts the 409 answers among them: they have their own, smaller bound, so that earlier 5xx or
+    429 answers do not use up an item's patience for a 409. ``server_wait`` is the server's hint (see
+    ``server_wait``); it is preferred to our backoff for 429 and for 5xx answers that carry one (503 Retry-After).
     """
     if outcome in (Outcome.SUCCESS, Outcome.PERMANENT, Outcome.AUTH):
         return Decision(retry=False, reason=outcome.value)
-    limit = policy.conflict_attempts if outcome is Outcome.CONFLICT else policy.max_attempts
-    if attempt >= limit:
+    if attempt >= policy.max_attempts or (outcome is Outcome.CONFLICT and conflicts >= policy.conflict_attempts):
         return Decision(retry=False, reason="attempts_exhausted")
     delay = server_wait if server_wait is not None else policy.backoff(attempt, rng)
     if elapsed + delay > policy.max_retry_time:

@@ -420,7 +420,10 @@ def test_unknown_csv_columns_warn_once_per_manifest(tmp_path: Path) -> None:
     rows = read(write(tmp_path, "m.csv", f"url,notes,type,extra\n{PNG},n,image,e\n{MP4},n,video,e\n"), warn=spy)
     assert all(r.request for r in rows)
     assert spy.calls == [
-        ("manifest.unknown_columns", {"manifest": str(tmp_path / "m.csv"), "line": 1, "columns": ["notes", "extra"]})
+        (
+            "manifest.unknown_columns",
+            {"manifest": str(tmp_path / "m.csv"), "line": 1, "columns": ["notes", "extra"], "count": 2},
+        )
     ]
 
 

@@ -57,10 +57,18 @@ def test_attempts_are_bounded() -> None:
 
 
 def test_conflicts_have_their_own_bound() -> None:
-    """409 retries stop after conflict_attempts, fewer than max_attempts."""
+    """409 retries stop after conflict_attempts 409s, however many other failures came before them."""
     policy = RetryPolicy(max_attempts=10, conflict_attempts=2)
-    decision = decide(Outcome.CONFLICT, attempt=2, elapsed=0, server_wait=None, policy=policy, rng=random.Random())
-    assert not decision.retry
+    rng = random.Random()
+    assert not decide(
+        Outcome.CONFLICT, attempt=2, elapsed=0, server_wait=None, policy=policy, rng=rng, conflicts=2
+    ).retry
+    # Six earlier 5xx answers, then a first 409: still retried.
+    assert decide(Outcome.CONFLICT, attempt=7, elapsed=0, server_wait=None, policy=policy, rng=rng, conflicts=1).retry
+    # But never past max_attempts in total.
+    assert not decide(
+        Outcome.CONFLICT, attempt=10, elapsed=0, server_wait=None, policy=policy, rng=rng, conflicts=1
+    ).retry
 
 
 def test_total_retry_time_is_bounded() -> None:
