@@ -21,7 +21,12 @@ GROWTH = 1.5  # capacity multiplier on growth
 
 def fingerprint(key: str) -> int:
     """The key's non-zero 64-bit fingerprint (0 marks an empty slot)."""
-    value = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+    return fingerprint_bytes(key.encode())
+
+
+def fingerprint_bytes(key: bytes) -> int:
+    """``fingerprint`` of a UTF-8 encoded key (read straight from a results file, no decoding)."""
+    value = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
     return value or 1
 
 
