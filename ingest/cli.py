@@ -24,7 +24,7 @@ from ingest.client import ClientOptions
 from ingest.credentials import resolve_api_key
 from ingest.errors import EXIT_ITEMS_FAILED, EXIT_USAGE, IngestError, UsageError
 from ingest.keys import KeyDeriver
-from ingest.logging import configure_logging
+from ingest.logging import configure_logging, redact
 from ingest.manifest import ManifestOptions, ManifestSource, preflight
 from ingest.pipeline import RunConfig, RunReport, run_pipeline
 from ingest.retry import RetryPolicy
@@ -355,9 +355,13 @@ def print_summary(report: RunReport, *, out: Any = None) -> None:
     """A short human summary on stderr (the JSON ``run.summary`` event carries the same figures)."""
     out = out or sys.stderr
     s = report.stats.snapshot()
+    stats = report.stats
+    skipped = f"{stats.skipped_done} already done"
+    if stats.skipped_failed:
+        skipped += f", {stats.skipped_failed} failed earlier and not retried (--retry-failed retries them)"
     lines = [
         f"ingest: {s['succeeded']} succeeded, {s['failed']} failed, {s['invalid']} invalid, "
-        f"{s['duplicate']} duplicate, {s['skipped']} skipped (already done) — "
+        f"{s['duplicate']} duplicate, skipped: {skipped} — "
         f"{s['requests']} requests ({s['retries']} retries) in {s['elapsed_s']:.1f}s",
         f"results: {report.results_path}",
     ]
@@ -365,7 +369,7 @@ def print_summary(report: RunReport, *, out: Any = None) -> None:
         lines.append(f"aborted: {report.aborted} — unfinished items stay pending for the next run")
     elif report.interrupted:
         lines.append("interrupted: the results file is complete up to here; run the same command to continue")
-    print("\n".join(lines), file=out)
+    print(redact("\n".join(lines)), file=out)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -466,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except IngestError as exc:
-        print(f"ingest: error: {exc}", file=sys.stderr)
+        print(redact(f"ingest: error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

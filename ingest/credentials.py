@@ -35,6 +35,10 @@ class ApiKey:
         """The raw key, for the log redactor's list of secrets and nothing else."""
         return self._value
 
+    def parts(self) -> list[str]:
+        """The key and, for ``id:secret`` keys, each part (4 characters or more): every string to mask."""
+        return [part for part in dict.fromkeys([self._value, *self._value.split(":")]) if len(part) >= 4]
+
     def __repr__(self) -> str:
         return "ApiKey('***')"
 

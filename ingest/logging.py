@@ -38,6 +38,12 @@ def _redact_value(value: Any) -> Any:
     return value
 
 
+def redact(text: str) -> str:
+    """``text`` with every registered secret masked: for anything printed outside the log pipeline."""
+    result: str = _redact_value(text)
+    return result
+
+
 def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: masks every registered secret anywhere in the event."""
     if not _secrets:
@@ -52,6 +58,7 @@ def add_secret(secret: str) -> None:
     for part in {secret, *secret.split(":")}:
         if len(part) >= 4 and part not in _secrets:
             _secrets.append(part)
+    _secrets.sort(key=len, reverse=True)  # mask the whole key before its parts
 
 
 class _CurrentStderr:

@@ -1,0 +1,277 @@
+"""Shared helpers for the pipeline, retry-table, CLI, secrets and memory tests.
+
+- manifests: ``media_rows`` / ``write_jsonl`` / ``write_csv`` write small manifests to ``tmp_path``;
+- in-process runs: ``make_config`` builds a ``RunConfig`` with fast retries, ``run`` runs it;
+- ``ScriptedServer``: a tiny real aiohttp server on ``127.0.0.1:0`` whose answers a test scripts per
+  ``Idempotency-Key`` and attempt, and which records every request it saw (a spy, not a mock);
+- ``run_cli``: ``python -m ingest …`` in a subprocess with a clean environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+from aiohttp import web
+
+from ingest.client import ClientOptions
+from ingest.credentials import ApiKey
+from ingest.fakeserver.assets import build_asset
+from ingest.manifest import ManifestSource
+from ingest.models import UploadRequest
+from ingest.pipeline import RunConfig, RunReport, run_pipeline
+from ingest.retry import RetryPolicy
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "fake-key"
+FAST_POLICY = RetryPolicy(backoff_initial=0.01, backoff_max=0.05)
+
+# -- manifests ----------------------------------------------------------------------------------------------
+
+
+def media_url(i: int, prefix: str = "t") -> str:
+    """A fal-hosted media URL, unique per ``(prefix, i)``."""
+    return f"https://v3b.fal.media/files/b/{prefix}/{i:06d}.png"
+
+
+def media_rows(n: int, prefix: str = "t", **extra: Any) -> list[dict[str, Any]]:
+    """``n`` valid manifest rows with distinct URLs."""
+    return [{"url": media_url(i, prefix), "type": "image", **extra} for i in range(n)]
+
+
+def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any] | str]) -> Path:
+    """A JSONL manifest; a ``str`` row is written verbatim (to make a broken line)."""
+    with path.open("wb") as file:
+        for row in rows:
+            file.write((row if isinstance(row, str) else orjson.dumps(row).decode()).encode() + b"\n")
+    return path
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:
+    """A CSV manifest with a header; missing cells are empty."""
+    columns = list(columns or dict.fromkeys(name for row in rows for name in row))
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+# -- in-process runs ----------------------------------------------------------------------------------------
+
+
+def make_config(
+    manifests: Sequence[Path],
+    results: Path,
+    base_url: str,
+    *,
+    concurrency: int = 4,
+    rate: float = 1000.0,
+    policy: RetryPolicy = FAST_POLICY,
+    request_timeout: float = 10.0,
+    max_response_bytes: int = 1 << 20,
+    **options: Any,
+) -> RunConfig:
+    """A ``RunConfig`` for a test: fast retries, a high rate, small concurrency."""
+    return RunConfig(
+        sources=[ManifestSource.open(str(path)) for path in manifests],
+        results_path=results,
+        client=ClientOptions(
+            base_url=base_url,
+            concurrency=concurrency,
+            request_timeout=request_timeout,
+            connect_timeout=5.0,
+            max_response_bytes=max_response_bytes,
+        ),
+        rate=rate,
+        policy=policy,
+        progress_interval=60.0,
+        seed=1,
+        **options,
+    )
+
+
+async def run(config: RunConfig, key: str = KEY) -> RunReport:
+    """``run_pipeline`` with ``key``, bounded in time so that a hang fails instead of stalling the suite."""
+    with anyio.fail_after(60):
+        return await run_pipeline(config, ApiKey(key))
+
+
+def by_line(records: Iterable[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Records indexed by ``(manifest, line)``."""
+    return {(record["manifest"], record["line"]): record for record in records}
+
+
+# -- a scriptable spy server --------------------------------------------------------------------------------
+
+
+@dataclass
+class Hit:
+    """One request the scripted server received."""
+
+    key: str | None  # its Idempotency-Key header
+    attempt: int  # 1-based count of requests seen with this key, this one included
+    body: dict[str, Any]  # the parsed JSON body
+    authorization: str | None  # its Authorization header
+    arrived: float  # time.monotonic() when the handler started
+    answered: float | None = None  # time.monotonic() when the answer was handed to aiohttp
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the scripted server answers: a status with a body and headers, after an optional delay."""
+
+    status: int = 201
+    body: bytes | None = None  # None: a valid 201 asset for the request, or a spec error envelope
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to wait before answering
+    drop: bool = False  # close the connection instead of answering
+    chunked: bool = False  # send the body with chunked transfer encoding (no Content-Length)
+    content_type: str = "application/json"
+
+
+def error_body(status: int, message: str, error_type: str = "validation_error") -> bytes:
+    """The spec's standard error envelope."""
+    return orjson.dumps({"error": {"type": error_type, "message": message, "request_id": f"req-{status}"}})
+
+
+def asset_body(body: dict[str, Any]) -> bytes:
+    """A valid 201 body for the upload ``body``."""
+    upload = UploadRequest.model_validate(body)
+    return orjson.dumps({"asset": build_asset(upload, request_id="req-scripted", created_at="2026-01-01T00:00:00Z")})
+
+
+Script = Callable[[Hit], Reply]
+
+
+class ScriptedServer:
+    """A real HTTP server whose answers come from ``script(hit)``; it keeps every ``Hit`` and the peak of
+    requests in flight at once."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script  # decides each answer
+        self.hits: list[Hit] = []  # every request, in arrival order
+        self.in_flight = 0  # requests being handled now
+        self.peak_in_flight = 0  # the most requests ever handled at once
+        self.url = ""  # the API root, set once listening
+
+    def __repr__(self) -> str:
+        return f"ScriptedServer(hits={len(self.hits)}, peak_in_flight={self.peak_in_flight})"
+
+    def hits_for(self, key: str) -> list[Hit]:
+        """The requests that carried ``key``."""
+        return [hit for hit in self.hits if hit.key == key]
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        key = request.headers.get("Idempotency-Key")
+        attempt = 1 + sum(1 for hit in self.hits if hit.key == key)
+        hit = Hit(key, attempt, body, request.headers.get("Authorization"), time.monotonic())
+        self.hits.append(hit)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            reply = self.script(hit)
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+            return await self._answer(request, hit, reply)
+        finally:
+            self.in_flight -= 1
+            hit.answered = time.monotonic()
+
+    async def _answer(self, request: web.Request, hit: Hit, reply: Reply) -> web.StreamResponse:
+        if reply.drop:
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)  # never reaches the client: the connection is gone
+        payload = reply.body
+        if payload is None:
+            payload = asset_body(hit.body) if reply.status == 201 else error_body(reply.status, "scripted")
+        if not reply.chunked:
+            return web.Response(
+                status=reply.status, body=payload, headers=dict(reply.headers), content_type=reply.content_type
+            )
+        response = web.StreamResponse(status=reply.status, headers=dict(reply.headers))
+        response.content_type = reply.content_type
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(payload), 512):
+            await response.write(payload[start : start + 512])
+        await response.write_eof()
+        return response
+
+
+@contextlib.asynccontextmanager
+async def scripted_server(script: Script) -> AsyncIterator[ScriptedServer]:
+    """A ``ScriptedServer`` listening on a free loopback port for the duration of the block."""
+    server = ScriptedServer(script)
+    app = web.Application()
+    app.router.add_post("/v1/assets/uploads", server.handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.25)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        server.url = f"http://{host}:{port}/v1"
+        yield server
+    finally:
+        with anyio.CancelScope(shield=True):
+            await runner.cleanup()
+
+
+# -- the command line ---------------------------------------------------------------------------------------
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without any ``FAL_*`` / ``INGEST_*`` variable, plus ``extra``."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("FAL_", "INGEST_"))}
+    env.pop("PYTHONWARNINGS", None)
+    env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """A finished ``python -m ingest`` process."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON log lines of stderr."""
+        found = []
+        for line in self.stderr.splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    found.append(orjson.loads(line))
+        return found
+
+    def event(self, name: str) -> dict[str, Any]:
+        """The first log event called ``name``."""
+        for event in self.events():
+            if event.get("event") == name:
+                return event
+        raise AssertionError(f"no {name!r} event in stderr:\n{self.stderr}")
+
+
+async def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> CliResult:
+    """Run ``python -m ingest *args`` to completion (bounded) while the caller's event loop keeps serving."""
+    with anyio.fail_after(90):
+        done = await anyio.run_process(
+            [sys.executable, "-m", "ingest", *args],
+            env=dict(env if env is not None else clean_env(FAL_KEY=KEY)),
+            cwd=cwd or ROOT,
+            check=False,
+        )
+    return CliResult(done.returncode, done.stdout.decode(), done.stderr.decode())

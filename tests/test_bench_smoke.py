@@ -1,0 +1,126 @@
+"""The benchmark harness (``bench/``) cannot rot: its smoke profile runs end to end, and its pure parts are right.
+
+No speed is asserted here — only that every row is produced, with sane figures.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bench import servers
+from bench.profiles import SMOKE
+from bench.sections import max_window, steady_rate
+from bench.table import COLUMNS
+from ingest.models import UploadRequest, UploadResponse
+
+ROOT = Path(__file__).resolve().parent.parent
+
+EXPECTED_ROWS = [
+    "throughput: items/s",
+    "cpu: CPU s per 1k items",
+    "latency: fraction of C/latency",
+    "rate: steady rate (after 1st s)",
+    "rate: max in any 1 s window",
+    "memory: peak RSS MB",
+    "resume: s to first new request",
+    "resume: peak RSS MB",
+    "peers: GNU parallel + curl per item items/s",
+    "peers: xargs -P + curl per item items/s",
+    "peers: curl --parallel (one process) items/s",
+    "peers: httpx AsyncClient loop items/s",
+    "peers: bare aiohttp loop on uvloop items/s",
+]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, object]]:
+    """``python -m bench.run --smoke`` once: its stdout table and its JSON figures."""
+    out = tmp_path_factory.mktemp("bench") / "smoke.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout, json.loads(out.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(110)
+def test_smoke_prints_one_table_with_every_row(smoke_run: tuple[str, dict[str, object]]) -> None:
+    """The table has its header, its columns, and one line per expected row."""
+    table, _ = smoke_run
+    assert "servers (127.0.0.1):" in table
+    header = next(line for line in table.splitlines() if line.startswith("row "))
+    for column in COLUMNS:
+        assert column in header
+    for row in EXPECTED_ROWS:
+        assert any(line.startswith(row) for line in table.splitlines()), f"missing row {row!r}:\n{table}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(110)
+def test_smoke_figures_are_sane(smoke_run: tuple[str, dict[str, object]]) -> None:
+    """Every measured figure is positive, every baseline too, and a peer is either measured or 'not installed'."""
+    _, figures = smoke_run
+    rows = figures["rows"]
+    assert isinstance(rows, list)
+    assert len(rows) == len(EXPECTED_ROWS) + 2 * (len(SMOKE.concurrencies) - 1) + 2 * (len(SMOKE.rates) - 1)
+    for row in rows:
+        measured, baseline = row["measured"], row["baseline"]
+        if measured is None:
+            assert row["section"] == "peers" and row["note"].startswith("not installed"), row
+            continue
+        assert measured["median"] > 0 and measured["min"] > 0, row
+        if baseline is not None:
+            assert baseline["median"] > 0, row
+    by_name = {(row["section"], row["name"]): row for row in rows}
+    latency = next(row for row in rows if row["section"] == "latency")
+    assert 0 < latency["measured"]["median"] <= 1.1  # a fraction of C/latency
+    assert by_name[("rate", "max in any 1 s window")]["measured"]["median"] >= 1
+
+
+def test_python_server_answers_a_valid_201_and_records_arrivals() -> None:
+    """The fallback canned server answers uploads with a spec-valid 201 and reports their arrival times."""
+    body = UploadRequest(url="https://v3b.fal.media/files/x.png", type="image").body_bytes()
+    headers = {"Content-Type": "application/json"}
+    with servers.python_server(record=True) as server:
+        url = server.base_url + "/assets/uploads"
+        for _ in range(3):
+            request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                assert resp.status == 201
+                UploadResponse.model_validate_json(resp.read())
+        times = servers.fetch_arrivals(server)
+    assert len(times) == 3 and times == sorted(times)
+
+
+def test_canned_body_is_a_valid_upload_response() -> None:
+    """The bytes every canned server serves validate against the spec's 201 model."""
+    asset = UploadResponse.model_validate_json(servers.canned_body()).asset
+    assert orjson.loads(servers.canned_body())["asset"]["vector_id"] == asset.vector_id
+
+
+def test_max_window_counts_the_first_window_too() -> None:
+    """The busiest one-second window is found wherever it is, the run's first second included."""
+    assert max_window([0.0, 0.1, 0.2, 0.99, 1.5, 2.6]) == 4
+    assert max_window([0.0, 1.0, 2.0]) == 1  # half-open: [t, t + 1)
+    assert max_window([]) == 0
+
+
+def test_steady_rate_ignores_the_first_second() -> None:
+    """The steady rate counts only arrivals after the first second, over the time they span."""
+    burst = [0.0] * 100  # a first-second burst must not count
+    steady = [1.0 + i / 50 for i in range(1, 101)]  # then 50/s for 2 s
+    assert steady_rate(burst + steady) == pytest.approx(50.0)
+    assert steady_rate([0.0]) == 0.0

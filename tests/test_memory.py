@@ -1,0 +1,98 @@
+"""Memory stays bounded as the manifest grows: a 200,000-row run may use only a little more than a 20,000-row run.
+
+The worker runs as ``ingest run`` in a subprocess that reports its own peak RSS (``VmHWM``) at exit; the
+server is ``helpers_canned_server.py`` in another process (no ledger, a canned 201), so neither the server's
+memory nor ours is counted. The client is CPU-bound (~1,500–2,000 items/s on a 2-core machine), so this test is
+marked ``slow`` (it still runs by default).
+
+Figures seen on a 2-core machine (Python 3.11, aiohttp 3.14), peak RSS (VmHWM) of the worker:
+- with ``Admission.seen`` as a dict of key string -> (manifest, line, SHA-256 hex) tuple (before
+  ``ingest.keytable``): 20k rows ~61 MB, 200k rows ~128 MB, i.e. ~380 B per extra item — over budget;
+- with the compact ``ingest.keytable.KeyTable``: 20k rows ~60 MB, 200k rows ~73 MB (~70 B per extra item), and
+  a rerun of the 200k run (resume index of 200k records, every row skipped) ~66 MB.
+The whole test takes ~3-5 minutes (the 200k run is ~2-4 minutes of it, more on a busy machine).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from helpers_ingest import KEY, ROOT, clean_env, media_url
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+SMALL, LARGE = 20_000, 200_000
+ALLOWED_GROWTH_MB = 60  # for 180,000 more items: ~330 B/key at most; the dedupe index is budgeted ~100-150 B/key
+
+# Runs the CLI and prints the process's peak RSS on stderr as it exits. VmHWM is the high-water mark of this
+# process's own address space; ``ru_maxrss`` would not do: Linux carries it over from the parent across
+# vfork+exec, so the child would report the test process's peak whenever that was higher.
+WRAPPER = (
+    "import atexit, re, sys\n"
+    "def report():\n"
+    "    status = open('/proc/self/status').read()\n"
+    "    print('VMHWM_KB=' + re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1), file=sys.stderr, flush=True)\n"
+    "atexit.register(report)\n"
+    "from ingest.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def count_succeeded(results: Path) -> int:
+    """Records with status succeeded, streaming (the file is ~170 MB for 200k items)."""
+    with results.open("rb") as file:
+        return sum(1 for line in file if b'"status":"succeeded"' in line)
+
+
+def write_manifest(path: Path, rows: int) -> Path:
+    with path.open("w", encoding="utf-8") as file:
+        for i in range(rows):
+            file.write(f'{{"url": "{media_url(i, "mem")}", "type": "image", "prompt": "memory test row {i}"}}\n')
+    return path
+
+
+async def peak_rss_mb(manifest: Path, rows: int, results: Path, base_url: str) -> float:
+    """Run ``ingest run`` on ``manifest`` (``rows`` rows) to completion; its peak RSS in MB."""
+    args = [sys.executable, "-c", WRAPPER, "run", str(manifest), "--results", str(results), "--base-url", base_url]
+    args += ["--rate", "100000", "--concurrency", "64", "--log-level", "warning", "--log-format", "json"]
+    with anyio.fail_after(600):  # generous: the 200k run takes 2-4 minutes on a busy 2-core machine
+        done = await anyio.run_process(args, env=clean_env(FAL_KEY=KEY), cwd=ROOT, check=False)
+    stderr = done.stderr.decode()
+    assert done.returncode == 0, stderr[-2000:]
+    assert await anyio.to_thread.run_sync(count_succeeded, results) == rows
+    (line,) = [line for line in stderr.splitlines() if line.startswith("VMHWM_KB=")]
+    return int(line.removeprefix("VMHWM_KB=")) / 1024
+
+
+@pytest.mark.timeout(1200)
+async def test_memory_is_bounded_as_the_manifest_grows(tmp_path: Path) -> None:
+    """Ten times the rows, and a rerun over them, cost at most ~330 B of peak memory per extra item."""
+    small = write_manifest(tmp_path / "small.jsonl", SMALL)
+    large = write_manifest(tmp_path / "large.jsonl", LARGE)
+    script = Path(__file__).with_name("helpers_canned_server.py")
+    async with await anyio.open_process([sys.executable, str(script)], cwd=ROOT) as server:
+        try:
+            assert server.stdout is not None
+            with anyio.fail_after(20):
+                announced = (await server.stdout.receive()).decode()
+            port = int(announced.split()[1])
+            base_url = f"http://127.0.0.1:{port}/v1"
+            small_mb = await peak_rss_mb(small, SMALL, tmp_path / "small.results.jsonl", base_url)
+            large_results = tmp_path / "large.results.jsonl"
+            large_mb = await peak_rss_mb(large, LARGE, large_results, base_url)
+            # The rerun loads the 200k-record resume index and skips every row without a request.
+            before = (await anyio.Path(large_results).stat()).st_size
+            rerun_mb = await peak_rss_mb(large, LARGE, large_results, base_url)
+            assert (await anyio.Path(large_results).stat()).st_size == before
+        finally:
+            server.terminate()
+            with anyio.move_on_after(10):
+                await server.wait()
+    figures = f"{SMALL} rows: {small_mb:.1f} MB, {LARGE} rows: {large_mb:.1f} MB, {LARGE} rows rerun: {rerun_mb:.1f} MB"
+    print(f"peak RSS: {figures}")
+    assert large_mb < small_mb + ALLOWED_GROWTH_MB, figures
+    assert large_mb <= 100, figures  # issue 5's budget: peak RSS at most 100 MB for 200k rows
+    assert rerun_mb < small_mb + ALLOWED_GROWTH_MB, figures
