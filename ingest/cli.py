@@ -70,6 +70,7 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
         "progress_interval",
         {"type": float, "metavar": "S", "help": "seconds between progress events"},
     ),
+    ("--event-loop", "event_loop", {"choices": ["auto", "uvloop", "asyncio"], "help": "event loop (auto: uvloop)"}),
     ("--shard", "shard", {"metavar": "K/N", "help": "take shard K of N (K from JOB_COMPLETION_INDEX with /N)"}),
     ("--max-duration", "max_duration", {"type": float, "metavar": "S", "help": "stop taking items after S s"}),
     ("--metrics-port", "metrics_port", {"type": int, "metavar": "P", "help": "serve Prometheus metrics on port P"}),
@@ -293,7 +294,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_processes(args.argv, count=args.processes, results=config.results_path)
     api_key = resolve_api_key(key_file=settings.key_file)
     configure_logging(fmt=settings.log_format, level=settings.log_level, secrets=[api_key.reveal()])
-    report: RunReport = anyio.run(run_pipeline, config, api_key, backend_options=event_loop_options())
+    report: RunReport = anyio.run(
+        run_pipeline, config, api_key, backend_options=event_loop_options(settings.event_loop)
+    )
     print_summary(report)
     return report.exit_code
 
@@ -339,14 +342,16 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def event_loop_options() -> dict[str, Any]:
-    """uvloop when it is installed (a dependency on the platforms that have it): ~25% more requests per CPU second
-    for aiohttp; the default asyncio loop otherwise, or with ``INGEST_EVENT_LOOP=asyncio``."""
-    if os.environ.get("INGEST_EVENT_LOOP", "").lower() == "asyncio":
+def event_loop_options(choice: str = "auto") -> dict[str, Any]:
+    """uvloop when it is installed (a dependency on the platforms that have it) and not turned off with
+    ``event_loop = "asyncio"``; the default asyncio loop otherwise."""
+    if choice == "asyncio":
         return {}
     try:
         import uvloop  # noqa: F401
     except ImportError:
+        if choice == "uvloop":
+            raise UsageError("event_loop = uvloop, but uvloop is not installed") from None
         return {}
     return {"use_uvloop": True}
 

@@ -75,6 +75,7 @@ class Settings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     progress: Literal["auto", "bar", "log", "off"] = "auto"  # auto: a live bar on a terminal, log events otherwise
     progress_interval: float = Field(default=10.0, gt=0)  # seconds between progress log events
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"  # auto: uvloop when installed
     shard: str | None = None  # "K/N": this process's share of the items; "/N" takes K from JOB_COMPLETION_INDEX
     max_duration: float | None = Field(default=None, gt=0)  # stop taking new items after this many seconds
     metrics_port: int | None = Field(default=None, ge=0, le=65535)  # serve Prometheus /metrics on this port
