@@ -1,0 +1,86 @@
+"""How big each benchmark run is: ``full`` (``make bench``, ~10 min at the issue's target speed), ``quick``
+(``--quick``, about a minute) and ``smoke`` (``--smoke``, a few seconds; what ``tests/test_bench_smoke.py`` runs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """The sizes of one benchmark run."""
+
+    name: str
+    rounds: int  # alternating rounds of every measured-against-baseline row
+    throughput_items: int  # N of the throughput/CPU rows
+    concurrencies: tuple[int, ...]  # C of the throughput, CPU and latency rows
+    latency_s: float  # the slow server's delay
+    latency_run_s: float  # about how long each latency-bound run lasts (N = C / latency × this)
+    rates: tuple[float, ...]  # configured --rate of the limiter rows
+    rate_run_s: float  # about how long each limiter run lasts (N = rate × this)
+    rate_concurrency: int
+    memory_rows: tuple[int, ...]  # manifest sizes of the memory rows
+    resume_lines: int  # done lines in the results file of the resume row
+    resume_new: int  # new items after the done ones (the "first new request" the row times)
+    peer_items: int  # N for the slow peers (a process per item, httpx)
+    peer_concurrency: int
+    curl_parallel_items: int  # N for one `curl --parallel` process (fast, so as large as the throughput rows)
+    seed: int = 20260523
+
+
+FULL = Profile(
+    name="full",
+    rounds=3,
+    throughput_items=20_000,
+    concurrencies=(16, 64, 256),
+    latency_s=0.1,
+    latency_run_s=4.0,
+    rates=(50, 500, 2000),
+    rate_run_s=4.0,
+    rate_concurrency=64,
+    memory_rows=(10_000, 200_000, 1_000_000),
+    resume_lines=1_000_000,
+    resume_new=10,
+    peer_items=500,
+    peer_concurrency=64,
+    curl_parallel_items=20_000,
+)
+
+QUICK = Profile(
+    name="quick",
+    rounds=1,
+    throughput_items=2_000,
+    concurrencies=(16, 64, 256),
+    latency_s=0.1,
+    latency_run_s=1.5,
+    rates=(50, 500, 2000),
+    rate_run_s=2.5,
+    rate_concurrency=64,
+    memory_rows=(10_000, 100_000),
+    resume_lines=100_000,
+    resume_new=10,
+    peer_items=200,
+    peer_concurrency=64,
+    curl_parallel_items=2_000,
+)
+
+SMOKE = Profile(
+    name="smoke",
+    rounds=1,
+    throughput_items=300,
+    concurrencies=(16,),
+    latency_s=0.1,
+    latency_run_s=0.5,
+    rates=(500,),
+    rate_run_s=1.3,
+    rate_concurrency=16,
+    memory_rows=(300,),
+    resume_lines=1_000,
+    resume_new=5,
+    peer_items=20,
+    peer_concurrency=8,
+    curl_parallel_items=300,
+)
+
+PROFILES = {profile.name: profile for profile in (FULL, QUICK, SMOKE)}
