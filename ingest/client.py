@@ -139,14 +139,15 @@ async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
 
 def _success(payload: bytes, request_id: str | None) -> AttemptResult:
     try:
-        asset = UploadResponse.model_validate_json(payload).asset
+        request_id = UploadResponse.model_validate_json(payload).asset.request_id or request_id
     except pydantic.ValidationError as exc:
         # The server says it created the asset; believe the status, keep what it sent, and say so.
         log.warning("upload.unexpected_response", request_id=request_id, problem=str(exc.errors()[0]["msg"]))
         raw = _loads(payload)
         asset_raw = raw.get("asset") if isinstance(raw, dict) else None
         return AttemptResult(201, asset=asset_raw if isinstance(asset_raw, dict) else {}, request_id=request_id)
-    return AttemptResult(201, asset=asset.model_dump(mode="json"), request_id=asset.request_id or request_id)
+    # Validated above; recorded exactly as the server sent it (extra fields included), without a re-dump.
+    return AttemptResult(201, asset=orjson.loads(payload)["asset"], request_id=request_id)
 
 
 def _error_info(status: int, reason: str | None, payload: bytes, request_id: str | None) -> ErrorInfo:

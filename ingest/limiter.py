@@ -5,12 +5,14 @@ Three layers, each for a reason:
 1. **Pacing** — an ``aiolimiter.AsyncLimiter`` leaky bucket of capacity ``burst`` draining at the *effective* rate.
    ``AsyncLimiter(rate, 1)`` would let ``2 × rate`` through in the first second (a full bucket, then a second's
    worth of leak); ``AsyncLimiter(1, 1/rate)`` loses throughput to timer lateness (a capacity of one cannot absorb
-   a late wake-up). A small capacity (``burst``, default 2% of the rate, at least 1) keeps requests smooth and
+   a late wake-up). A small capacity (``burst``, default 2% of the rate, at least 2) keeps requests smooth and
    absorbs scheduling jitter.
 2. **Hard cap** — a sliding window over the last ``floor(rate)`` request times: no one-second window, the first
    one included, ever holds more than the configured rate, whatever the bucket allows. The window is 10 ms longer
    than a second so that the bound still holds as seen by the server, after the scheduling jitter between our
    clock reading and the request leaving (it costs at most 1% of throughput, and only while the cap binds).
+   Above ``WINDOW_LOG_MAX`` requests/s the log is not kept (it would hold that many times): there the bucket's own
+   bound applies, at most ``rate + burst`` (≈ 1.02 × rate) in any second.
 3. **Server feedback** — ``pause(seconds)`` holds every consumer until the server's time has passed (429 /
    Retry-After), and the effective rate drops multiplicatively (×``decrease``); after ``recovery_interval``
    seconds without a throttle it climbs back additively (``+increase × rate`` per interval), never above the
@@ -19,6 +21,7 @@ Three layers, each for a reason:
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import math
 import time
@@ -27,6 +30,7 @@ import anyio
 from aiolimiter import AsyncLimiter
 
 WINDOW = 1.0 + 0.010  # seconds; see "Hard cap" above
+WINDOW_LOG_MAX = 10_000  # requests/s above which the hard-cap log is not kept
 
 
 class RateLimiter:
@@ -45,7 +49,7 @@ class RateLimiter:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate  # the configured ceiling, requests/s
-        self.burst = burst if burst is not None else max(1.0, rate * 0.02)  # bucket capacity
+        self.burst = burst if burst is not None else max(2.0, rate * 0.02)  # bucket capacity
         self.decrease = decrease  # multiplicative factor applied on each throttle
         self.increase = increase  # fraction of `rate` regained per quiet interval
         self.recovery_interval = recovery_interval  # seconds without a throttle before climbing back
@@ -56,9 +60,14 @@ class RateLimiter:
         self.throttles = 0  # how many throttle signals were received
         self.acquired = 0  # how many requests were let through
         self._window_cap = max(1, math.floor(rate))  # most requests allowed in any 1 s window
-        self._window: collections.deque[float] = collections.deque(maxlen=self._window_cap)  # last send times
+        # the last send times (none kept above WINDOW_LOG_MAX; see the module docstring)
+        self._window: collections.deque[float] = collections.deque(maxlen=self._window_cap)
+        self._keep_window = rate <= WINDOW_LOG_MAX
         self._bucket = self._new_bucket(rate)  # the pacing leaky bucket at the effective rate
-        self._lock = anyio.Lock()  # serialises acquisitions so the window check and append are atomic
+        # Serialises acquisitions so the window check and append are atomic. asyncio's Lock, not anyio's: anyio's
+        # takes two scheduler checkpoints on every acquire even when free, i.e. two loop iterations per request;
+        # aiohttp and aiolimiter tie the run to asyncio anyway.
+        self._lock = asyncio.Lock()
         self._last_change = time.monotonic()  # when the effective rate last moved (for recovery)
         self._last_decrease = -math.inf  # when the effective rate was last cut (to merge a burst of 429s)
 
@@ -78,8 +87,9 @@ class RateLimiter:
             await self._wait_for_pause()
             self._maybe_recover()
             await self._bucket.acquire()
-            await self._wait_for_window()
-            self._window.append(time.monotonic())
+            if self._keep_window:
+                await self._wait_for_window()
+                self._window.append(time.monotonic())
             self.acquired += 1
 
     async def _wait_for_pause(self) -> None:
