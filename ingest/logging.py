@@ -3,9 +3,10 @@ terminal, the run id bound once, and every secret redacted before any renderer s
 
 Event names used by ``ingest`` (stable; tests assert on them with ``structlog.testing.capture_logs``):
 ``run.started``, ``run.progress``, ``run.summary``, ``run.aborted``, ``run.interrupted``, ``run.signal``,
-``resume.loaded``, ``resume.repaired``, ``manifest.unknown_columns``, ``manifest.non_fal_host``, ``row.invalid``,
+``run.limit_reached``, ``run.max_duration_reached``, ``resume.loaded``, ``resume.repaired``,
+``resume.unreadable_lines``, ``manifest.unknown_columns``, ``manifest.non_fal_host``, ``row.invalid``,
 ``item.duplicate``, ``item.changed``, ``upload.succeeded``, ``upload.retry``, ``upload.failed``,
-``upload.unexpected_response``, ``limiter.paused``, ``auth.rejected``.
+``upload.unexpected_response``, ``limiter.paused``, ``auth.rejected``, ``metrics.serving``.
 """
 
 from __future__ import annotations
