@@ -152,14 +152,15 @@ def test_server_token_bucket_run_converges_without_exceeding_rate(tmp_path: Path
     assert_exactly_once(assets, records, expected)
     assert stats["created"] == 150
     assert stats["duplicate_bodies"] == 0
-    assert stats["max_requests_in_any_1s"] <= 40  # every arrival counts, the 429'd ones too
-    assert stats["first_1s_requests"] <= 40
+    assert stats["max_requests_in_any_1s"] <= 43  # every arrival counts, the 429'd ones too (1.05 x 40 + 1)
+    assert stats["first_1s_requests"] <= 43
     assert throttled < 0.5 * stats["requests"]
     assert 150 / summary["elapsed_s"] >= 8.0, "the run did not converge near the server's 20/s"
 
 
 def test_rate_cap_holds_in_every_window_as_seen_by_the_server(tmp_path: Path) -> None:
-    """With nothing slowing it down, the server never sees more than ``--rate`` requests in any one second."""
+    """With nothing slowing it down, the server never sees more than ``--rate`` requests in any one second, give or
+    take arrival jitter (issue 5's bound, 1.05 x rate + 1: at most 53 for --rate 50; typically 47-50 here)."""
     expected = write_csv_manifest(tmp_path / "media.csv", 150, prefix="cap")
     results = tmp_path / "results.jsonl"
     with fake_server_process("none", tmp_path) as server:
@@ -170,8 +171,8 @@ def test_rate_cap_holds_in_every_window_as_seen_by_the_server(tmp_path: Path) ->
     _report("rate-cap", stats, peak=stats["max_requests_in_any_1s"], first_1s=stats["first_1s_requests"])
     assert code == 0, worker.stderr()[-4000:]
     assert_exactly_once(assets, strict_records(results), expected)
-    assert stats["max_requests_in_any_1s"] <= 50
-    assert stats["first_1s_requests"] <= 50
+    assert stats["max_requests_in_any_1s"] <= 53
+    assert stats["first_1s_requests"] <= 53
 
 
 def test_revoked_credentials_abort_at_once_then_rerun_completes(tmp_path: Path) -> None:

@@ -437,7 +437,8 @@ async def test_concurrency_is_a_hard_cap(tmp_path: Path) -> None:
 
 
 async def test_rate_limit_holds_in_every_one_second_window(tmp_path: Path, fake_server: FakeServer) -> None:
-    """With rate=50, no 1 s window of server arrivals (the first included) holds more than 50 requests."""
+    """With rate=50, no 1 s window of server arrivals (the first included) holds more than 50 requests, give or
+    take the jitter between a request's start and its arrival (issue 5's bound: 1.05 x rate + 1 = 53)."""
     manifest = write_jsonl(tmp_path / "media.jsonl", media_rows(150))
 
     report = await run(make_config([manifest], tmp_path / "results.jsonl", fake_server.url, rate=50, concurrency=16))
@@ -445,8 +446,8 @@ async def test_rate_limit_holds_in_every_one_second_window(tmp_path: Path, fake_
     stats = fake_server.ledger.stats()
     assert report.exit_code == 0
     assert stats["created"] == 150
-    assert stats["first_1s_requests"] <= 50
-    assert stats["max_requests_in_any_1s"] <= 50
+    assert stats["first_1s_requests"] <= 53
+    assert stats["max_requests_in_any_1s"] <= 53
 
 
 # -- aborts ---------------------------------------------------------------------------------------------------
