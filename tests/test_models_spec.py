@@ -70,8 +70,16 @@ def test_request_enum_and_prompt_bounds(operation: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["javascript:alert(1)", "file:///etc/passwd", "ftp://host/a.png", "/relative/a.png", "https://", "https:// a.png",
-     "data:image/png;base64,AAAA", "https://host:99999/a.png"],
+    [
+        "javascript:alert(1)",
+        "file:///etc/passwd",
+        "ftp://host/a.png",
+        "/relative/a.png",
+        "https://",
+        "https:// a.png",
+        "data:image/png;base64,AAAA",
+        "https://host:99999/a.png",
+    ],
 )
 def test_request_url_must_be_absolute_http(url: str) -> None:
     """A URL that is not an absolute http(s) URI with a host is rejected; valid ones are kept verbatim."""
