@@ -89,6 +89,30 @@ def run_ingest(
     return Measured(child, finished, int(summary.get("succeeded", 0)), float(summary["items_per_s"]), summary)
 
 
+def run_ingest_processes(
+    manifest: Path, base_url: str, items: int, *, processes: int, concurrency: int, out_dir: Path, timeout: float
+) -> Measured:
+    """``ingest run --processes N``: items ÷ wall time of the whole command (start-up included, as for curl)."""
+    results = out_dir / f"processes-{processes}.results.jsonl"
+    argv = [
+        sys.executable, "-m", "ingest", "run", str(manifest),
+        "--results", str(results),
+        "--base-url", base_url,
+        "--concurrency", str(concurrency),
+        "--rate", str(UNBOUND_RATE),
+        "--log-format", "json",
+        "--processes", str(processes),
+    ]  # fmt: skip
+    child = run_child(argv, out_dir=out_dir, name=f"ingest-processes-{processes}", timeout=timeout, env=child_env())
+    child.check()
+    ok = 0
+    for shard in out_dir.glob(f"{results.stem}.shard-*-of-{processes}.jsonl"):
+        with shard.open("rb") as file:
+            ok += sum(1 for line in file if b'"status":"succeeded"' in line)
+        shard.unlink()
+    return Measured(child, items, ok, items / child.wall_s, {})
+
+
 def run_loop(
     kind: str,
     requests: Path,

@@ -379,7 +379,7 @@ def peers(bench: Bench) -> list[Row]:
     p = bench.profile
     c = p.peer_concurrency
     _, small = bench.dataset(p.peer_items)
-    _, large = bench.dataset(p.curl_parallel_items)
+    large_manifest, large = bench.dataset(p.curl_parallel_items)
     rows = []
     with bench.server("fast") as server:
         url, tmp = server.base_url, bench.tmp
@@ -399,6 +399,10 @@ def peers(bench: Bench) -> list[Row]:
              functools.partial(clients.run_curl_parallel, large, url, p.curl_parallel_items, c, out_dir=tmp,
                                timeout=timeout_for(p.curl_parallel_items)) if curl_parallel else None,
              "curl with --parallel"),
+            ("ingest run --processes 2 (wall, start-up included)", p.curl_parallel_items,
+             functools.partial(clients.run_ingest_processes, large_manifest, url, p.curl_parallel_items,
+                               processes=2, concurrency=c, out_dir=tmp, timeout=timeout_for(p.curl_parallel_items)),
+             ""),
             ("httpx AsyncClient loop", p.peer_items, _loop_peer(bench, "httpx", small, url, p.peer_items), "httpx"),
             ("bare aiohttp loop on uvloop", p.curl_parallel_items,
              _loop_peer(bench, "uvloop", large, url, p.curl_parallel_items), "uvloop"),

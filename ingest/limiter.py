@@ -6,7 +6,8 @@ Three layers, each for a reason:
    ``AsyncLimiter(rate, 1)`` would let ``2 × rate`` through in the first second (a full bucket, then a second's
    worth of leak); ``AsyncLimiter(1, 1/rate)`` loses throughput to timer lateness (a capacity of one cannot absorb
    a late wake-up). A small capacity (``burst``, default 2% of the rate, at least 2) keeps requests smooth and
-   absorbs scheduling jitter.
+   absorbs scheduling jitter; while the server's pushback holds the rate below the configured one, the capacity
+   is one: strict pacing, no bursts.
 2. **Hard cap** — a sliding window over the last ``floor(rate)`` request times: no one-second window, the first
    one included, ever holds more than the configured rate, whatever the bucket allows. The window is 10 ms longer
    than a second so that the bound still holds as seen by the server, after the scheduling jitter between our
@@ -72,7 +73,11 @@ class RateLimiter:
         self._last_decrease = -math.inf  # when the effective rate was last cut (to merge a burst of 429s)
 
     def _new_bucket(self, rate: float) -> AsyncLimiter:
-        capacity = min(self.burst, max(1.0, rate))
+        # After the server pushed back (effective rate below the configured one), pace strictly with a bucket of
+        # one: a burst on top of a rate right at the server's limit is exactly what trips its bucket again (the
+        # throttle chaos test went from 3 to 18 429s with a bucket of 2). At full rate the larger bucket absorbs
+        # timer lateness (a bucket of one delivers ~0.95x at 50/s).
+        capacity = 1.0 if rate < self.rate else min(self.burst, max(1.0, rate))
         return AsyncLimiter(capacity, capacity / rate)
 
     def __repr__(self) -> str:

@@ -34,6 +34,7 @@ EXPECTED_ROWS = [
     "peers: GNU parallel + curl per item items/s",
     "peers: xargs -P + curl per item items/s",
     "peers: curl --parallel (one process) items/s",
+    "peers: ingest run --processes 2 (wall, start-up included) items/s",
     "peers: httpx AsyncClient loop items/s",
     "peers: bare aiohttp loop on uvloop items/s",
 ]

@@ -111,3 +111,11 @@ def test_rejects_non_positive_rate() -> None:
     """A zero or negative rate is a programming error."""
     with pytest.raises(ValueError, match="rate"):
         RateLimiter(0)
+
+
+def test_strict_pacing_after_server_pushback() -> None:
+    """At full rate the bucket holds a small burst; once the server pushed back, it holds one (no bursts)."""
+    limiter = RateLimiter(100)
+    assert limiter._bucket.max_rate == 2
+    limiter.throttle()
+    assert limiter.effective_rate == 50 and limiter._bucket.max_rate == 1
