@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -66,7 +67,7 @@ class ResponseTooLarge(Exception):
 
 
 @asynccontextmanager
-async def open_session(options: ClientOptions):  # type: ignore[no-untyped-def]  # an async generator CM
+async def open_session(options: ClientOptions) -> AsyncIterator[aiohttp.ClientSession]:
     """The run's single session: connection pool sized to the concurrency, connect and total timeouts."""
     connector = aiohttp.TCPConnector(limit=options.concurrency, limit_per_host=options.concurrency, ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(total=options.request_timeout, connect=options.connect_timeout)

@@ -105,7 +105,6 @@ class RunReport:
     results_path: Path
     aborted: IngestError | None = None
     interrupted: bool = False
-    resume: ResumeIndex | None = None
 
     @property
     def exit_code(self) -> int:
@@ -211,9 +210,7 @@ class _Run:
                 base_url=self.config.client.base_url,
             )
             await self._execute()
-            report = RunReport(
-                self.stats, self.config.results_path, self.control.aborted, self.control.interrupted, self.index
-            )
+            report = RunReport(self.stats, self.config.results_path, self.control.aborted, self.control.interrupted)
             self._log_summary(report)
             return report
         finally:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import anyio
-from anyio.abc import ObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ingest.results import Result, utc_now
 
@@ -45,7 +45,7 @@ class ResultsSink:
     def __repr__(self) -> str:
         return f"ResultsSink(path={str(self.path)!r}, written={self.written}, fsyncs={self.fsyncs})"
 
-    async def run(self, receive: ObjectReceiveStream[Result]) -> None:
+    async def run(self, receive: MemoryObjectReceiveStream[Result]) -> None:
         """Write everything received until the stream closes; always ends with a flush and fsync."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         file = self.path.open("ab")
@@ -59,7 +59,7 @@ class ResultsSink:
             self.fsyncs += 1
             file.close()
 
-    async def _drain(self, receive: ObjectReceiveStream[Result], file: BinaryIO) -> None:
+    async def _drain(self, receive: MemoryObjectReceiveStream[Result], file: BinaryIO) -> None:
         while True:
             first = await self._next(receive, file)
             if first is None:
@@ -68,7 +68,7 @@ class ResultsSink:
             with anyio.move_on_after(BATCH_DELAY):
                 while len(batch) < MAX_BATCH:
                     try:
-                        batch.append(receive.receive_nowait())  # type: ignore[attr-defined]
+                        batch.append(receive.receive_nowait())
                     except anyio.WouldBlock:
                         try:
                             batch.append(await receive.receive())
@@ -78,7 +78,7 @@ class ResultsSink:
                         break
             self._write(batch, file)
 
-    async def _next(self, receive: ObjectReceiveStream[Result], file: BinaryIO) -> Result | None:
+    async def _next(self, receive: MemoryObjectReceiveStream[Result], file: BinaryIO) -> Result | None:
         """The next record; fsyncs what was written if nothing arrives before the fsync is due."""
         while True:
             if not self._dirty:
