@@ -15,8 +15,8 @@ from pathlib import Path
 
 import orjson
 
-from ingest.keys import KeyDeriver
-from ingest.results import Result, Status
+from ingest.admission.keys import KeyDeriver
+from ingest.results.record import Result, Status
 
 WRITE_CHUNK = 10_000  # lines per write
 TYPES = (("png", "image"), ("jpg", "image"), ("mp4", "video"), ("mp3", "audio"), ("glb", "3d"))

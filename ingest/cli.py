@@ -20,16 +20,16 @@ import anyio
 import structlog
 
 from ingest import __version__
-from ingest.client import ClientOptions
+from ingest.admission.keys import KeyDeriver
+from ingest.admission.shard import Shard, parse_shard
 from ingest.credentials import resolve_api_key
 from ingest.errors import EXIT_ITEMS_FAILED, EXIT_USAGE, IngestError, UsageError
-from ingest.keys import KeyDeriver
-from ingest.logging import configure_logging, redact
-from ingest.manifest import ManifestOptions, ManifestSource, preflight
-from ingest.pipeline import RunConfig, RunReport, run_pipeline
-from ingest.retry import RetryPolicy
+from ingest.logs import configure_logging, redact
+from ingest.manifest.source import ManifestOptions, ManifestSource, preflight
+from ingest.run.pipeline import RunConfig, RunReport, run_pipeline
 from ingest.settings import Settings, build_settings
-from ingest.shard import Shard, parse_shard
+from ingest.upload.client import ClientOptions
+from ingest.upload.retry import RetryPolicy
 
 log = structlog.get_logger("ingest.cli")
 
@@ -289,7 +289,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.processes > 1:
         if config.shard is not None:
             raise UsageError("--processes and --shard do not combine: shard across machines, or processes on one")
-        from ingest.processes import run_processes
+        from ingest.run.processes import run_processes
 
         return run_processes(args.argv, count=args.processes, results=config.results_path)
     api_key = resolve_api_key(key_file=settings.key_file)
@@ -303,8 +303,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def dry_run(config: RunConfig, *, estimate_rate: float, out: Any = None) -> int:
     """``ingest run --dry-run``: what the run would do, and how long it would take at the configured rate."""
-    from ingest.resume import load_index
-    from ingest.validate import plan
+    from ingest.commands.validate import plan
+    from ingest.results.index import load_index
 
     out = out or sys.stdout
     index = load_index(config.results_path)
@@ -379,7 +379,7 @@ def print_summary(report: RunReport, *, out: Any = None) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """``ingest validate``: no network; counts and the first problems."""
-    from ingest.validate import validate_manifests
+    from ingest.commands.validate import validate_manifests
 
     settings = load_settings(args)
     configure_logging(fmt=settings.log_format, level="error")  # the report below says it all
@@ -390,7 +390,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``ingest report``."""
-    from ingest.report import build_report, render_json, render_text
+    from ingest.commands.report import build_report, render_json, render_text
 
     report = build_report(args.results)
     print(render_json(report) if args.json else render_text(report, top=args.top))
@@ -399,7 +399,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_failed(args: argparse.Namespace) -> int:
     """``ingest failed``."""
-    from ingest.rerun import write_failed_manifest
+    from ingest.commands.failed import write_failed_manifest
 
     summary = write_failed_manifest(
         args.results,
@@ -460,7 +460,7 @@ async def _cancel_on_signal(scope: anyio.CancelScope) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``ingest demo``."""
-    from ingest.demo import run_demo
+    from ingest.commands.demo import run_demo
 
     return run_demo(args.dir)
 

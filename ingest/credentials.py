@@ -4,7 +4,7 @@
 2. else ``FAL_KEY_ID`` + ``FAL_KEY_SECRET``, sent as ``id:secret``;
 3. else a key file (setting ``key_file``), whose first non-empty line is the key.
 
-``ApiKey`` never shows its value in ``repr``/``str``; the logging pipeline also redacts it (``ingest.logging``).
+``ApiKey`` never shows its value in ``repr``/``str``; the logging pipeline also redacts it (``ingest.logs``).
 """
 
 from __future__ import annotations

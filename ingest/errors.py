@@ -13,7 +13,7 @@ IngestError                     base of everything below; carries the process ex
 └── RunAborted                  the run stopped early on purpose (credentials rejected, failure threshold) (exit 3)
 ```
 
-A bad manifest *row* is not an exception: it becomes an ``invalid`` result (see ``ingest.manifest``).
+A bad manifest *row* is not an exception: it becomes an ``invalid`` result (see ``ingest.manifest.source``).
 """
 
 from __future__ import annotations

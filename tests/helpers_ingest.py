@@ -24,13 +24,13 @@ import anyio
 import orjson
 from aiohttp import web
 
-from ingest.client import ClientOptions
 from ingest.credentials import ApiKey
 from ingest.fakeserver.assets import build_asset
-from ingest.manifest import ManifestSource
+from ingest.manifest.source import ManifestSource
 from ingest.models import UploadRequest
-from ingest.pipeline import RunConfig, RunReport, run_pipeline
-from ingest.retry import RetryPolicy
+from ingest.run.pipeline import RunConfig, RunReport, run_pipeline
+from ingest.upload.client import ClientOptions
+from ingest.upload.retry import RetryPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "fake-key"

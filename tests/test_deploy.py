@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from ingest.admission.shard import parse_shard
 from ingest.cli import build_parser
-from ingest.shard import parse_shard
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "configs" / "k8s"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.keys import INGEST_NAMESPACE, KeyDeriver, body_sha256, canonical_identity
+from ingest.admission.keys import INGEST_NAMESPACE, KeyDeriver, body_sha256, canonical_identity
 from ingest.models import UploadRequest
 
 URL = "https://v3b.fal.media/files/b/0a9b4900/PDbTGy.png"

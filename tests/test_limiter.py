@@ -8,7 +8,7 @@ import time
 import anyio
 import pytest
 
-from ingest.limiter import RateLimiter
+from ingest.upload.limiter import RateLimiter
 
 pytestmark = pytest.mark.anyio
 

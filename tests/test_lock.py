@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from ingest.errors import ResultsLockedError
-from ingest.lock import ResultsLock
+from ingest.results.lock import ResultsLock
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from ingest.lock import ResultsLock
+from ingest.results.lock import ResultsLock
 lock = ResultsLock(Path(sys.argv[1]))
 lock.acquire()
 print("held", flush=True)

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from ingest.errors import ConfigError, ManifestError
-from ingest.manifest import (
+from ingest.manifest.rows import TYPE_BY_EXTENSION
+from ingest.manifest.source import (
     KNOWN_FIELDS,
     ManifestOptions,
     ManifestRow,
@@ -29,7 +30,6 @@ from ingest.manifest import (
     preflight,
     read_manifest,
 )
-from ingest.manifest_rows import TYPE_BY_EXTENSION
 from ingest.models import ASSET_TYPES, UploadRequest
 
 PNG = "https://cdn.example.com/media/a.png"
@@ -184,13 +184,13 @@ def test_a_truncated_gzip_file_yields_its_rows_then_a_manifest_error(tmp_path: P
 
 
 def test_the_public_interface_is_exported() -> None:
-    """``ingest.manifest.__all__`` lists exactly the interface the pipeline is written against."""
-    import ingest.manifest
+    """``ingest.manifest.source.__all__`` lists exactly the interface the pipeline is written against."""
+    import ingest.manifest.source
 
     expected = {"ManifestFormat", "KNOWN_FIELDS", "ManifestSource", "ManifestOptions", "RowError", "ManifestRow"}
     expected |= {"read_manifest", "preflight", "count_rows"}
-    assert set(ingest.manifest.__all__) == expected
-    assert all(hasattr(ingest.manifest, name) for name in expected)
+    assert set(ingest.manifest.source.__all__) == expected
+    assert all(hasattr(ingest.manifest.source, name) for name in expected)
 
 
 # --- CSV structure ------------------------------------------------------------------------------------

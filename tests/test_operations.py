@@ -14,14 +14,14 @@ import pytest
 from conftest import read_results
 from structlog.testing import capture_logs
 
+from ingest.admission.keys import KeyDeriver
+from ingest.admission.shard import Shard, parse_shard
 from ingest.cli import main
-from ingest.client import ClientOptions
 from ingest.credentials import ApiKey
 from ingest.fakeserver import FakeServer, FakeServerConfig, FaultConfig, running_fake_server
-from ingest.keys import KeyDeriver
-from ingest.manifest import ManifestSource
-from ingest.pipeline import RunConfig, run_pipeline
-from ingest.shard import Shard, parse_shard
+from ingest.manifest.source import ManifestSource
+from ingest.run.pipeline import RunConfig, run_pipeline
+from ingest.upload.client import ClientOptions
 
 pytestmark = pytest.mark.anyio
 
@@ -165,7 +165,7 @@ def test_dry_run_counts_without_sending(tmp_path: Path, capsys: pytest.CaptureFi
         file.write(b'{"url": "javascript:alert(1)", "type": "image"}\n')
     results = tmp_path / "r.jsonl"
     done_key = KeyDeriver().derive({"url": "https://v3b.fal.media/files/ops/000000.png"})
-    from ingest.keys import body_sha256
+    from ingest.admission.keys import body_sha256
     from ingest.models import UploadRequest
 
     body = UploadRequest(url="https://v3b.fal.media/files/ops/000000.png", type="image", prompt="p0")

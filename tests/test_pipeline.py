@@ -28,11 +28,11 @@ from helpers_ingest import (
     write_jsonl,
 )
 
+from ingest.admission.keys import INGEST_NAMESPACE, KeyDeriver
 from ingest.errors import AuthRejected, RunAborted
 from ingest.fakeserver import FakeServer, FakeServerConfig, FaultConfig, running_fake_server
-from ingest.keys import INGEST_NAMESPACE, KeyDeriver
 from ingest.models import Asset
-from ingest.retry import RetryPolicy
+from ingest.upload.retry import RetryPolicy
 
 pytestmark = pytest.mark.anyio
 

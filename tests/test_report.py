@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest import report as report_module
-from ingest import rerun as rerun_module
+from ingest.commands import failed as rerun_module
+from ingest.commands import report as report_module
+from ingest.commands.report import LogHistogram, build_report, render_json, render_text
 from ingest.errors import UsageError
-from ingest.report import LogHistogram, build_report, render_json, render_text
-from ingest.results import Result, Status, error_dict
+from ingest.results.record import Result, Status, error_dict
 
 
 def at(minute: int, second: int = 0, hour: int = 10) -> str:

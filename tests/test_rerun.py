@@ -10,16 +10,16 @@ import anyio
 import orjson
 import pytest
 
-from ingest.client import ClientOptions
+from ingest.commands.failed import write_failed_manifest
+from ingest.commands.report import build_report
 from ingest.credentials import ApiKey
 from ingest.errors import UsageError
 from ingest.fakeserver import FakeServer, FakeServerConfig, FaultConfig, running_fake_server
-from ingest.manifest import ManifestSource, read_manifest
-from ingest.pipeline import RunConfig, RunReport, run_pipeline
-from ingest.report import build_report
-from ingest.rerun import write_failed_manifest
-from ingest.results import Result, Status, error_dict
-from ingest.retry import RetryPolicy
+from ingest.manifest.source import ManifestSource, read_manifest
+from ingest.results.record import Result, Status, error_dict
+from ingest.run.pipeline import RunConfig, RunReport, run_pipeline
+from ingest.upload.client import ClientOptions
+from ingest.upload.retry import RetryPolicy
 
 KEY = "fake-key"
 

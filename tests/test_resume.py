@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 
-from ingest.resume import Verdict, load_index, repair
+from ingest.results.index import Verdict, load_index, repair
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -92,7 +92,7 @@ def test_unreadable_middle_lines_are_counted_not_fatal(tmp_path: Path) -> None:
 
 def test_fast_path_reads_records_as_written(tmp_path: Path) -> None:
     """Records written by Result.to_line are read without a full parse, retryable flag and body hash included."""
-    from ingest.results import Result, Status, error_dict
+    from ingest.results.record import Result, Status, error_dict
 
     path = tmp_path / "r.jsonl"
     records = [

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from ingest.retry import Outcome, RetryPolicy, classify, decide, parse_retry_after, server_wait
+from ingest.upload.retry import Outcome, RetryPolicy, classify, decide, parse_retry_after, server_wait
 
 NOW = 1_800_000_000.0
 

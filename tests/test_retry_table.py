@@ -29,8 +29,8 @@ from helpers_ingest import (
 )
 
 from ingest.errors import AuthRejected
-from ingest.pipeline import RunReport
-from ingest.retry import RetryPolicy
+from ingest.run.pipeline import RunReport
+from ingest.upload.retry import RetryPolicy
 
 pytestmark = pytest.mark.anyio
 

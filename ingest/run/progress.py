@@ -19,7 +19,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-log = structlog.get_logger("ingest.progress")
+log = structlog.get_logger("ingest.run.progress")
 
 Snapshot = Callable[[], dict[str, Any]]
 

@@ -19,15 +19,15 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from ingest.keys import KeyDeriver, body_sha256
+from ingest.admission.keys import KeyDeriver, body_sha256
+from ingest.admission.shard import Shard
 from ingest.keytable import KeyTable, fingerprint
-from ingest.manifest import ManifestRow
+from ingest.manifest.source import ManifestRow
 from ingest.models import canonical_bytes
-from ingest.results import Result, Status, error_dict
-from ingest.resume import ResumeIndex, Verdict
-from ingest.shard import Shard
+from ingest.results.index import ResumeIndex, Verdict
+from ingest.results.record import Result, Status, error_dict
 
-log = structlog.get_logger("ingest.admission")
+log = structlog.get_logger("ingest.admission.admit")
 
 FAL_HOST_SUFFIXES = ("fal.media", "fal.ai", "fal.run")
 _LINE_MASK = (1 << 32) - 1

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingest.errors import ManifestError
-from ingest.manifest_lines import Line, decode_line, too_long_message
-from ingest.manifest_rows import (
+from ingest.manifest.lines import Line, decode_line, too_long_message
+from ingest.manifest.rows import (
     FAVORITE_EXPECTED,
     KNOWN_FIELDS,
     TAG_IDS_EXPECTED,

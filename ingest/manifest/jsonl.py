@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from ingest.manifest_lines import Line, decode_line, too_long_message
-from ingest.manifest_rows import KNOWN_FIELDS, ManifestOptions, ManifestRow, RowBuilder
+from ingest.manifest.lines import Line, decode_line, too_long_message
+from ingest.manifest.rows import KNOWN_FIELDS, ManifestOptions, ManifestRow, RowBuilder
 
 
 class _KeyMap:

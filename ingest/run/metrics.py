@@ -29,8 +29,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from ingest import __version__
-from ingest.limiter import RateLimiter
-from ingest.stats import LATENCY_BUCKETS, RunStats
+from ingest.run.stats import LATENCY_BUCKETS, RunStats
+from ingest.upload.limiter import RateLimiter
 
 
 class RunCollector(Collector):

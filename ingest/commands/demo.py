@@ -23,13 +23,13 @@ from typing import Any, TextIO
 
 import anyio
 
-from ingest.client import ClientOptions
+from ingest.commands.report import build_report, render_text
 from ingest.credentials import ApiKey
 from ingest.fakeserver import FakeServerConfig, load_profile, running_fake_server
-from ingest.logging import configure_logging
-from ingest.manifest import ManifestSource
-from ingest.pipeline import RunConfig, RunReport, run_pipeline
-from ingest.report import build_report, render_text
+from ingest.logs import configure_logging
+from ingest.manifest.source import ManifestSource
+from ingest.run.pipeline import RunConfig, RunReport, run_pipeline
+from ingest.upload.client import ClientOptions
 
 DEMO_KEY = "fake-key"
 MANIFESTS = ("media.csv", "media.jsonl")

@@ -119,7 +119,7 @@ class ResumeIndex:
             self.put(key, status, sha if isinstance(sha, str) else None, retryable)
 
 
-# The start of a line as ``ingest.results.Result.to_line`` writes it: the four fields a resume needs, first.
+# The start of a line as ``ingest.results.record.Result.to_line`` writes it: the four fields a resume needs, first.
 # JSON escaping guarantees these patterns cannot occur inside a string value, so no full parse is needed.
 _KEY_PREFIX = b'{"key":"'
 _SUCCEEDED_INFIX = b'","status":"succeeded","body_sha256":"'

@@ -55,7 +55,7 @@ class Result:
         if not self.finished_at:
             self.finished_at = utc_now()
         # Order matters for speed only: the fields a resume needs (key, status, body_sha256, error) come before the
-        # large ones (item, asset), so ``ingest.resume`` finds them near the start of the line without a full parse.
+        # large ones (item, asset), so the resume index finds them near the start of the line without a full parse.
         record = {
             "key": self.key,
             "status": self.status.value,

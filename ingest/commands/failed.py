@@ -37,10 +37,10 @@ from typing import Any
 
 import orjson
 
+from ingest.commands.report import read_current, scan_results, where
 from ingest.errors import UsageError
-from ingest.manifest_rows import parse_favorite, parse_tag_ids
+from ingest.manifest.rows import parse_favorite, parse_tag_ids
 from ingest.models import UploadRequest
-from ingest.report import read_current, scan_results, where
 
 __all__ = ["FailedSummary", "manifest_row", "write_failed_manifest"]
 

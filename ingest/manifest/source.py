@@ -5,8 +5,8 @@ A manifest lists the uploads to make, one row each, with the fields of ``UploadR
 
 Formats (chosen from the extension, or given explicitly; always given for stdin, ``-``):
 
-- ``.csv``: a header row naming the columns, then one row per record (``ingest.manifest_csv``).
-- ``.jsonl`` / ``.ndjson``: one JSON object per line (``ingest.manifest_jsonl``).
+- ``.csv``: a header row naming the columns, then one row per record (``ingest.manifest.delimited``).
+- ``.jsonl`` / ``.ndjson``: one JSON object per line (``ingest.manifest.jsonl``).
 - either with ``.gz`` appended: gzip-compressed. A file whose first bytes are gzip's magic number is read as
   gzip whatever its name.
 
@@ -15,12 +15,12 @@ either a valid ``UploadRequest`` or an invalid row with its line number, the fie
 expected. A bad row never stops the reader and never hides the rows around it. Only a manifest that cannot
 be read at all (missing, not gzip after all, no usable CSV header) raises ``ManifestError``.
 
-Rows are built the same way for both formats (``ingest.manifest_rows``): fields renamed through
+Rows are built the same way for both formats (``ingest.manifest.rows``): fields renamed through
 ``ManifestOptions.columns``, absent ones filled from ``defaults``, ``type`` inferred from the URL's extension
 when still absent, then strict validation against ``UploadRequest``.
 
 Memory stays flat however long the manifest: lines are read one at a time, and a line longer than
-``max_line_bytes`` is skipped in bounded chunks rather than read whole (``ingest.manifest_lines``).
+``max_line_bytes`` is skipped in bounded chunks rather than read whole (``ingest.manifest.lines``).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from typing import Literal, cast
 import structlog
 
 from ingest.errors import ManifestError
-from ingest.manifest_csv import check_csv_header, read_csv
-from ingest.manifest_jsonl import read_jsonl
-from ingest.manifest_lines import ByteStream, physical_lines
-from ingest.manifest_rows import KNOWN_FIELDS, ManifestOptions, ManifestRow, RowBuilder, RowError
+from ingest.manifest.delimited import check_csv_header, read_csv
+from ingest.manifest.jsonl import read_jsonl
+from ingest.manifest.lines import ByteStream, physical_lines
+from ingest.manifest.rows import KNOWN_FIELDS, ManifestOptions, ManifestRow, RowBuilder, RowError
 
 __all__ = [
     "KNOWN_FIELDS",

@@ -10,7 +10,7 @@ manifests ─► producer ─► items stream (bounded) ─► N consumers ─�
   duplicates and changed rows straight to the results stream, skips what an earlier run settled, and queues the
   rest. The items stream holds at most ``2 × concurrency`` items: memory does not grow with the manifest.
 - Consumers share one client (one ``aiohttp`` session) and one ``RateLimiter``; every attempt passes the limiter.
-- The sink is the only writer of the results file (``ingest.sink``).
+- The sink is the only writer of the results file (``ingest.results.sink``).
 - ``RunControl`` is how the run stops early: ``stop()`` (first signal) stops reading and lets in-flight requests
   finish within the grace period; ``cancel()`` (second signal, grace expired) abandons them; ``abort(error)``
   (credentials rejected, failure threshold) abandons them and ends with exit 3. Items not finished stay pending:
@@ -33,8 +33,9 @@ import anyio.lowlevel
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ingest.admission import Admission, WorkItem
-from ingest.client import AssetsClient, AttemptResult, ClientOptions, open_session
+from ingest.admission.admit import Admission, WorkItem
+from ingest.admission.keys import KeyDeriver
+from ingest.admission.shard import Shard
 from ingest.credentials import ApiKey
 from ingest.errors import (
     EXIT_ABORTED,
@@ -45,21 +46,20 @@ from ingest.errors import (
     IngestError,
     RunAborted,
 )
-from ingest.keys import KeyDeriver
 from ingest.keytable import KeyTable
-from ingest.limiter import RateLimiter
-from ingest.lock import ResultsLock
-from ingest.manifest import ManifestOptions, ManifestRow, ManifestSource, count_rows, read_manifest
-from ingest.metrics import Metrics
-from ingest.progress import log_progress, show_progress
-from ingest.results import Result, Status, error_dict
-from ingest.resume import ResumeIndex, Verdict, load_index, repair
-from ingest.retry import Outcome, RetryPolicy, classify, decide
-from ingest.shard import Shard
-from ingest.sink import ResultsSink
-from ingest.stats import RunStats
+from ingest.manifest.source import ManifestOptions, ManifestRow, ManifestSource, count_rows, read_manifest
+from ingest.results.index import ResumeIndex, Verdict, load_index, repair
+from ingest.results.lock import ResultsLock
+from ingest.results.record import Result, Status, error_dict
+from ingest.results.sink import ResultsSink
+from ingest.run.metrics import Metrics
+from ingest.run.progress import log_progress, show_progress
+from ingest.run.stats import RunStats
+from ingest.upload.client import AssetsClient, AttemptResult, ClientOptions, open_session
+from ingest.upload.limiter import RateLimiter
+from ingest.upload.retry import Outcome, RetryPolicy, classify, decide
 
-log = structlog.get_logger("ingest.pipeline")
+log = structlog.get_logger("ingest.run.pipeline")
 
 T = TypeVar("T")
 

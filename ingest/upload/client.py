@@ -1,7 +1,7 @@
 """The HTTP edge: one ``aiohttp.ClientSession`` per run, one ``upload()`` per attempt.
 
 ``upload()`` never raises for an HTTP or transport problem: it returns an ``AttemptResult`` that the consumer feeds
-to ``ingest.retry``. Response bodies are read with a size cap, error bodies that are not the spec's envelope (an
+to ``ingest.upload.retry``. Response bodies are read with a size cap, error bodies that are not the spec's envelope (an
 empty body or a proxy's HTML page) become a synthetic error, and a 201 is validated against ``ingest.models.Asset``.
 """
 
@@ -22,12 +22,12 @@ import structlog
 from ingest import __version__
 from ingest.credentials import ApiKey
 from ingest.models import ErrorEnvelope, UploadResponse
-from ingest.retry import server_wait
+from ingest.upload.retry import server_wait
 
 UPLOAD_PATH = "/assets/uploads"
 USER_AGENT = f"ingest/{__version__}"
 
-log = structlog.get_logger("ingest.client")
+log = structlog.get_logger("ingest.upload.client")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ingest.admission import Admission, WorkItem
+from ingest.admission.admit import Admission, WorkItem
+from ingest.admission.keys import KeyDeriver
+from ingest.admission.shard import Shard
 from ingest.errors import EXIT_ITEMS_FAILED, EXIT_OK
-from ingest.keys import KeyDeriver
-from ingest.manifest import ManifestOptions, ManifestSource, read_manifest
-from ingest.results import Result, Status
-from ingest.resume import ResumeIndex, Verdict
-from ingest.shard import Shard
+from ingest.manifest.source import ManifestOptions, ManifestSource, read_manifest
+from ingest.results.index import ResumeIndex, Verdict
+from ingest.results.record import Result, Status
 
 
 @dataclass(slots=True)

@@ -4,7 +4,7 @@ Two views of the same lines:
 
 - **records**: every line as written. An item that failed in one run and succeeded in the next is two records.
 - **items**: the current state of each item. Per idempotency key the latest record wins, but a success is
-  never undone (the rule ``ingest.resume`` applies when it decides what a rerun sends). A record about a
+  never undone (the rule ``ingest.results.index`` applies when it decides what a rerun sends). A record about a
   repeat of another row (``duplicate``, or an ``invalid`` conflict carrying ``duplicate_of``) speaks for its
   key only while nothing else does, so a conflict recorded after the original's failure does not hide it.
   An invalid row recorded without a key is an item of its own, named by ``manifest:line``, until a later
@@ -47,7 +47,7 @@ from typing import Any
 import orjson
 
 from ingest.errors import UsageError
-from ingest.results import Status
+from ingest.results.record import Status
 
 __all__ = [
     "ErrorGroup",
