@@ -1,6 +1,7 @@
 """Settings for a run, from four layers: CLI flags > ``INGEST_*`` environment variables > a TOML file > defaults.
 
-Hand-written rather than pydantic-settings' sources so that every error names where the bad value came from:
+Hand-written rather than with pydantic-settings (so no longer a dependency): every error names where the bad
+value came from,
 ``configs/nightly.toml: key 'rate': Input should be greater than 0``, ``INGEST_RATE: …``, ``--rate: …``, and an
 unknown key in a file is an error naming the file and key (a typo must not silently fall back to a default).
 
@@ -33,12 +34,16 @@ class ManifestSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    format: Literal["csv", "jsonl"] | None = None  # needed for stdin ("-"); otherwise from the file extension
-    strict_columns: bool = False  # unknown columns are errors instead of one warning per manifest
-    max_line_bytes: int = Field(default=1 << 20, gt=0)  # a longer physical line makes its row invalid
-    columns: dict[str, str] = Field(default_factory=dict)  # field -> column name, e.g. url = "media_url"
-    defaults: dict[str, Any] = Field(default_factory=dict)  # values for fields a row leaves empty
-    infer_type: bool = True  # infer `type` from the URL's extension when the row has none
+    format: Literal["csv", "jsonl"] | None = Field(
+        default=None, description="needed for stdin ('-'); otherwise from the file extension"
+    )
+    strict_columns: bool = Field(
+        default=False, description="unknown columns are errors instead of one warning per manifest"
+    )
+    max_line_bytes: int = Field(default=1 << 20, gt=0, description="a longer physical line makes its row invalid")
+    columns: dict[str, str] = Field(default_factory=dict, description="field -> column name, e.g. url = 'media_url'")
+    defaults: dict[str, Any] = Field(default_factory=dict, description="values for fields a row leaves empty")
+    infer_type: bool = Field(default=True, description="infer `type` from the URL's extension when the row has none")
 
 
 class Settings(BaseModel):
@@ -46,42 +51,83 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_url: str = DEFAULT_BASE_URL  # the API root; the tool appends /assets/uploads
-    results: Path | None = None  # default: <first manifest>.results.jsonl beside it
-    key_file: Path | None = None  # read the API key from this file when FAL_KEY* are not set
-    concurrency: int = Field(default=16, ge=1, le=4096)  # requests in flight at once
-    rate: float = Field(default=10.0, gt=0)  # requests per second, every attempt included
-    burst: float | None = Field(default=None, ge=1)  # limiter bucket size (default: 2% of rate, at least 1)
-    max_attempts: int = Field(default=8, ge=1)  # attempts per item, first included
-    max_retry_time: float = Field(default=600.0, gt=0)  # seconds per item from first attempt to giving up
-    conflict_attempts: int = Field(default=5, ge=1)  # attempts per item while the server answers 409
-    backoff_initial: float = Field(default=0.5, gt=0)  # first backoff window, seconds
-    backoff_max: float = Field(default=30.0, gt=0)  # largest backoff window, seconds
-    max_server_wait: float = Field(default=300.0, gt=0)  # clamp on a server's Retry-After / reset hint
-    connect_timeout: float = Field(default=10.0, gt=0)  # seconds to open a connection
-    request_timeout: float = Field(default=60.0, gt=0)  # seconds for a whole request and response
-    max_response_bytes: int = Field(default=1 << 20, gt=0)  # a larger response body is an error
-    key_fields: list[str] = Field(default_factory=lambda: ["url"])  # the identity behind the idempotency key
-    key_namespace: str | None = None  # derive keys in another namespace to deliberately re-ingest
-    retry_failed: bool = False  # also retry items that failed permanently in an earlier run
-    grace_period: float = Field(default=10.0, ge=0)  # seconds in-flight requests get after SIGINT/SIGTERM
-    fsync_interval: float = Field(default=1.0, gt=0)  # most seconds a written record waits for fsync
-    max_failures: int | None = Field(default=None, ge=1)  # abort (exit 3) after this many failed items
-    failure_ratio: float = Field(default=0.5, gt=0, le=1)  # abort when more than this share of items failed…
-    failure_min_items: int = Field(default=1000, ge=1)  # …once at least this many items finished
-    allow_insecure_http: bool = False  # send the key over plain http to a non-loopback host
-    require_fal_host: bool = False  # reject media URLs outside fal's hosts (default: warn once)
-    log_format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal, JSON otherwise
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    progress: Literal["auto", "bar", "log", "off"] = "auto"  # auto: a live bar on a terminal, log events otherwise
-    progress_interval: float = Field(default=10.0, gt=0)  # seconds between progress log events
-    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"  # auto: uvloop when installed
-    shard: str | None = None  # "K/N": this process's share of the items; "/N" takes K from JOB_COMPLETION_INDEX
-    max_duration: float | None = Field(default=None, gt=0)  # stop taking new items after this many seconds
-    metrics_port: int | None = Field(default=None, ge=0, le=65535)  # serve Prometheus /metrics on this port
-    metrics_host: str = "127.0.0.1"  # address for the metrics endpoint (0.0.0.0 in a pod)
-    metrics_textfile: Path | None = None  # write metrics for node-exporter's textfile collector
-    manifest: ManifestSettings = Field(default_factory=ManifestSettings)
+    base_url: str = Field(
+        json_schema_extra={"metavar": "URL"},
+        default=DEFAULT_BASE_URL,
+        description="the API root; the tool appends /assets/uploads",
+    )
+    results: Path | None = Field(
+        default=None, description="results file (default: <first manifest>.results.jsonl beside it)"
+    )
+    key_file: Path | None = Field(default=None, description="read the API key from this file when FAL_KEY* are not set")
+    concurrency: int = Field(default=16, ge=1, le=4096, description="requests in flight at once")
+    rate: float = Field(default=10.0, gt=0, description="requests per second, every attempt included")
+    burst: float | None = Field(default=None, ge=1, description="limiter bucket size (default: 2% of rate, at least 1)")
+    max_attempts: int = Field(default=8, ge=1, description="attempts per item, first included")
+    max_retry_time: float = Field(default=600.0, gt=0, description="seconds per item from first attempt to giving up")
+    conflict_attempts: int = Field(default=5, ge=1, description="attempts per item while the server answers 409")
+    backoff_initial: float = Field(default=0.5, gt=0, description="first backoff window, seconds")
+    backoff_max: float = Field(default=30.0, gt=0, description="largest backoff window, seconds")
+    max_server_wait: float = Field(default=300.0, gt=0, description="clamp on a server's Retry-After / reset hint")
+    connect_timeout: float = Field(default=10.0, gt=0, description="seconds to open a connection")
+    request_timeout: float = Field(default=60.0, gt=0, description="seconds for a whole request and response")
+    max_response_bytes: int = Field(default=1 << 20, gt=0, description="a larger response body is an error")
+    key_fields: list[str] = Field(
+        default_factory=lambda: ["url"], description="the identity behind the idempotency key"
+    )
+    key_namespace: str | None = Field(
+        json_schema_extra={"metavar": "NAME"},
+        default=None,
+        description="derive keys in another namespace to deliberately re-ingest",
+    )
+    retry_failed: bool = Field(default=False, description="also retry items that failed permanently in an earlier run")
+    grace_period: float = Field(default=10.0, ge=0, description="seconds in-flight requests get after SIGINT/SIGTERM")
+    fsync_interval: float = Field(default=1.0, gt=0, description="most seconds a written record waits for fsync")
+    max_failures: int | None = Field(default=None, ge=1, description="abort (exit 3) after this many failed items")
+    failure_ratio: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="abort (exit 3) above this share of failed items, once failure_min_items finished",
+    )
+    failure_min_items: int = Field(default=1000, ge=1, description="finished items before failure_ratio applies")
+    allow_insecure_http: bool = Field(default=False, description="send the key over plain http to a non-loopback host")
+    require_fal_host: bool = Field(
+        default=False, description="reject media URLs outside fal's hosts (default: warn once)"
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: console on a terminal, JSON otherwise"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="least severe log level shown"
+    )
+    progress: Literal["auto", "bar", "log", "off"] = Field(
+        default="auto", description="auto: a live bar on a terminal, log events otherwise"
+    )
+    progress_interval: float = Field(default=10.0, gt=0, description="seconds between progress log events")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(default="auto", description="auto: uvloop when installed")
+    shard: str | None = Field(
+        json_schema_extra={"metavar": "K/N"},
+        default=None,
+        description="'K/N': this process's share of the items; '/N' takes K from JOB_COMPLETION_INDEX",
+    )
+    max_duration: float | None = Field(default=None, gt=0, description="stop taking new items after this many seconds")
+    metrics_port: int | None = Field(default=None, ge=0, le=65535, description="serve Prometheus /metrics on this port")
+    metrics_host: str = Field(
+        json_schema_extra={"metavar": "ADDR"},
+        default="127.0.0.1",
+        description="address for the metrics endpoint (0.0.0.0 in a pod)",
+    )
+    metrics_textfile: Path | None = Field(
+        default=None, description="write metrics for node-exporter's textfile collector"
+    )
+    manifest: ManifestSettings = Field(default_factory=ManifestSettings, description="how manifests are read")
+
+
+def default(name: str) -> Any:
+    """The default of setting ``name``: the one place a default is written (``RunConfig``, ``ClientOptions`` and
+    ``RetryPolicy`` take theirs from here)."""
+    return Settings.model_fields[name].get_default(call_default_factory=True)
 
 
 def _nested_fields() -> dict[str, type[BaseModel]]:

@@ -17,8 +17,9 @@ from ingest.admission.keys import KeyDeriver
 from ingest.admission.shard import Shard
 from ingest.errors import EXIT_ITEMS_FAILED, EXIT_OK
 from ingest.manifest.source import ManifestOptions, ManifestSource, read_manifest
-from ingest.results.index import ResumeIndex, Verdict
+from ingest.results.index import ResumeIndex, Verdict, load_index
 from ingest.results.record import Result, Status
+from ingest.run.pipeline import RunConfig
 
 
 @dataclass(slots=True)
@@ -112,3 +113,41 @@ def validate_manifests(
         for problem in result.problems:
             print(f"  {problem}", file=out)
     return EXIT_ITEMS_FAILED if counts["invalid"] else EXIT_OK
+
+
+def dry_run(config: RunConfig, *, estimate_rate: float, out: Any = None) -> int:
+    """``ingest run --dry-run``: what the run would do, and how long it would take at the configured rate."""
+    out = out or sys.stdout
+    index = load_index(config.results_path)
+    result = plan(
+        config.sources,
+        config.manifest_options,
+        config.keys,
+        index=index,
+        retry_failed=config.retry_failed,
+        shard=config.shard,
+    )
+    c = result.counts
+    send = c["send"] if config.limit is None else min(c["send"], config.limit)
+    seconds = send / config.rate
+    print(f"dry run over {result.rows} rows (results: {config.results_path}, {len(index)} keys known):", file=out)
+    print(
+        f"  new: {c['new']}  will retry: {c['retry']}  already done: {c['skip_done']}  "
+        f"failed earlier (not retried without --retry-failed): {c['skip_failed']}",
+        file=out,
+    )
+    print(f"  duplicate: {c['duplicate']}  invalid: {c['invalid']}  changed since ingested: {c['changed']}", file=out)
+    print(
+        f"  would send {send} items; at {config.rate:g} requests/s that takes at least {_duration(seconds)}"
+        f"{f' (shard {config.shard}, the job rate {estimate_rate:g}/s divided)' if config.shard else ''}",
+        file=out,
+    )
+    for problem in result.problems:
+        print(f"  {problem}", file=out)
+    return EXIT_ITEMS_FAILED if c["invalid"] else 0
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

@@ -16,7 +16,6 @@ How a rerun treats a key (``ResumeIndex.decide``):
 from __future__ import annotations
 
 import enum
-import glob
 import os
 import re
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import orjson
 
 from ingest.keytable import KeyTable, fingerprint, fingerprint_bytes
+from ingest.results.naming import family
 
 _SUCCEEDED, _FAILED_PERMANENT, _FAILED_RETRYABLE = 1, 2, 3
 _STATE_MASK = 0b11
@@ -154,19 +154,6 @@ def _fold_line(index: ResumeIndex, raw: bytes) -> bool:
         return False
     index.add(record)
     return True
-
-
-_SHARD_TAG = re.compile(r"\.shard-\d+-of-\d+$")
-
-
-def family(path: Path) -> list[Path]:
-    """The results files that describe the same job as ``path``: its base file (``x.results.jsonl``) and every shard
-    file beside it (``x.results.shard-K-of-N.jsonl``, written by ``--shard`` or ``--processes``), existing ones
-    only, ``path`` itself last. Reading them all lets a run resume whatever shard layout earlier runs used."""
-    stem = _SHARD_TAG.sub("", path.stem)
-    base = path.with_name(stem + path.suffix)
-    shards = sorted(path.parent.glob(f"{glob.escape(stem)}.shard-*-of-*{path.suffix}"))
-    return [p for p in [base, *shards] if p != path and p.exists()] + [path]
 
 
 def load_index(path: Path, *, with_family: bool = True) -> ResumeIndex:

@@ -55,6 +55,7 @@ from ingest.results.sink import ResultsSink
 from ingest.run.metrics import Metrics
 from ingest.run.progress import log_progress, show_progress
 from ingest.run.stats import RunStats
+from ingest.settings import default
 from ingest.upload.client import AssetsClient, AttemptResult, ClientOptions, open_session
 from ingest.upload.limiter import RateLimiter
 from ingest.upload.retry import Outcome, RetryPolicy, classify, decide
@@ -78,14 +79,14 @@ class RunConfig:
     manifest_options: ManifestOptions = field(default_factory=ManifestOptions)
     keys: KeyDeriver = field(default_factory=KeyDeriver)
     policy: RetryPolicy = field(default_factory=RetryPolicy)
-    retry_failed: bool = False
-    grace_period: float = 10.0
-    fsync_interval: float = 1.0
+    retry_failed: bool = default("retry_failed")
+    grace_period: float = default("grace_period")
+    fsync_interval: float = default("fsync_interval")
     max_failures: int | None = None
-    failure_ratio: float = 0.5
-    failure_min_items: int = 1000
-    require_fal_host: bool = False
-    progress_interval: float = 10.0
+    failure_ratio: float = default("failure_ratio")
+    failure_min_items: int = default("failure_min_items")
+    require_fal_host: bool = default("require_fal_host")
+    progress_interval: float = default("progress_interval")
     handle_signals: bool = False
     limit: int | None = None  # stop queuing after this many items (trying a run on a slice)
     seed: int | None = None  # for the backoff jitter; None: from the OS
@@ -93,7 +94,7 @@ class RunConfig:
     max_duration: float | None = None  # stop taking new items after this many seconds, then drain
     progress: str = "log"  # "bar" (a live display on a terminal), "log" (run.progress events) or "off"
     metrics_port: int | None = None  # serve Prometheus metrics on this port while running
-    metrics_host: str = "127.0.0.1"
+    metrics_host: str = default("metrics_host")
     metrics_textfile: Path | None = None  # write metrics here (node-exporter textfile collector), atomically
 
 

@@ -16,14 +16,10 @@ from pathlib import Path
 from types import FrameType
 
 from ingest.errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from ingest.results.naming import shard_results_path
 
 # Most serious first: what the parent exits with when children disagree.
 SEVERITY = (EXIT_ABORTED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK)
-
-
-def shard_results_path(results: Path, index: int, count: int) -> Path:
-    """``x.results.jsonl`` → ``x.results.shard-K-of-N.jsonl``."""
-    return results.with_name(f"{results.stem}.shard-{index}-of-{count}{results.suffix}")
 
 
 def strip_options(argv: Sequence[str], names: Sequence[str]) -> list[str]:

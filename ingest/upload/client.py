@@ -22,6 +22,7 @@ import structlog
 from ingest import __version__
 from ingest.credentials import ApiKey
 from ingest.models import ErrorEnvelope, UploadResponse
+from ingest.settings import default
 from ingest.upload.retry import server_wait
 
 UPLOAD_PATH = "/assets/uploads"
@@ -56,10 +57,10 @@ class ClientOptions:
 
     base_url: str
     concurrency: int
-    connect_timeout: float = 10.0
-    request_timeout: float = 60.0
-    max_response_bytes: int = 1 << 20
-    max_server_wait: float = 300.0
+    connect_timeout: float = default("connect_timeout")
+    request_timeout: float = default("request_timeout")
+    max_response_bytes: int = default("max_response_bytes")
+    max_server_wait: float = default("max_server_wait")
 
 
 class ResponseTooLarge(Exception):

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
+from ingest.settings import default
+
 
 class Outcome(enum.Enum):
     """What one attempt's HTTP status (or its absence) means for the item."""
@@ -59,13 +61,13 @@ def classify(status: int | None) -> Outcome:
 class RetryPolicy:
     """Bounds and backoff shape; every item gets ``max_attempts`` tries within ``max_retry_time`` seconds."""
 
-    max_attempts: int = 8
-    max_retry_time: float = 600.0
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
+    max_attempts: int = default("max_attempts")
+    max_retry_time: float = default("max_retry_time")
+    backoff_initial: float = default("backoff_initial")
+    backoff_max: float = default("backoff_max")
     backoff_multiplier: float = 2.0
-    conflict_attempts: int = 5
-    max_server_wait: float = 300.0
+    conflict_attempts: int = default("conflict_attempts")
+    max_server_wait: float = default("max_server_wait")
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Exponential backoff with "equal jitter" after ``attempt`` failed tries (1-based).

@@ -1,0 +1,162 @@
+"""``ingest run``: settings → ``RunConfig`` → the pipeline (or a dry run, or N worker processes)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ingest.admission.keys import KeyDeriver
+from ingest.admission.shard import Shard, parse_shard
+from ingest.cli.flags import flag_layer
+from ingest.cli.output import print_summary
+from ingest.credentials import resolve_api_key
+from ingest.errors import UsageError
+from ingest.logs import configure_logging
+from ingest.manifest.source import ManifestOptions, ManifestSource, preflight
+from ingest.results.naming import default_results_path, expand_shard_placeholder
+from ingest.run.pipeline import RunConfig, RunReport, run_pipeline
+from ingest.settings import Settings, build_settings
+from ingest.upload.client import ClientOptions
+from ingest.upload.retry import RetryPolicy
+from ingest.upload.transport import check_transport
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    """Flags > env > ``--config`` file > defaults."""
+    return build_settings(flags=flag_layer(args), config_file=getattr(args, "config", None))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``ingest run``."""
+    settings = load_settings(args)
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    check_transport(settings.base_url, allow_insecure_http=settings.allow_insecure_http)
+    sources = open_sources(args.manifests, settings)
+    config = run_config(settings, sources, limit=args.limit, handle_signals=True)
+    if args.dry_run:
+        from ingest.commands.validate import dry_run
+
+        return dry_run(config, estimate_rate=settings.rate)
+    if args.processes > 1:
+        if config.shard is not None:
+            raise UsageError("--processes and --shard do not combine: shard across machines, or processes on one")
+        from ingest.run.processes import run_processes
+
+        return run_processes(args.argv, count=args.processes, results=config.results_path)
+    api_key = resolve_api_key(key_file=settings.key_file)
+    configure_logging(fmt=settings.log_format, level=settings.log_level, secrets=[api_key.reveal()])
+    report: RunReport = anyio.run(
+        run_pipeline, config, api_key, backend_options=event_loop_options(settings.event_loop)
+    )
+    print_summary(report)
+    return report.exit_code
+
+
+def manifest_options(settings: Settings) -> ManifestOptions:
+    """The reader options from settings."""
+    m = settings.manifest
+    return ManifestOptions(
+        strict_columns=m.strict_columns,
+        max_line_bytes=m.max_line_bytes,
+        columns=m.columns,
+        defaults=m.defaults,
+        infer_type=m.infer_type,
+    )
+
+
+def open_sources(paths: Sequence[str], settings: Settings) -> list[ManifestSource]:
+    """Open and preflight every manifest before anything is sent (a bad file is exit 2, not a half run)."""
+    if list(paths).count("-") > 1:
+        raise UsageError("stdin ('-') can be given only once")
+    sources = [ManifestSource.open(path, format=settings.manifest.format) for path in paths]
+    options = manifest_options(settings)
+    for source in sources:
+        preflight(source, options)
+    return sources
+
+
+def results_path(settings: Settings, sources: Sequence[ManifestSource], shard: Shard | None) -> Path:
+    """``--results`` (``{shard}`` expanded), or the default name beside the first manifest."""
+    shard_pair = (shard.index, shard.count) if shard else None
+    if settings.results is not None:
+        return expand_shard_placeholder(settings.results, shard_pair)
+    if sources[0].path == "-":
+        raise UsageError("reading from stdin: give --results PATH")
+    return default_results_path(Path(sources[0].path), shard_pair)
+
+
+def progress_mode(setting: str) -> str:
+    """``auto`` is a live bar on a terminal and log events elsewhere."""
+    if setting == "auto":
+        return "bar" if sys.stderr.isatty() else "log"
+    return setting
+
+
+def run_config(
+    settings: Settings, sources: list[ManifestSource], *, limit: int | None = None, handle_signals: bool = False
+) -> RunConfig:
+    """Translate settings into the pipeline's ``RunConfig``."""
+    try:
+        keys = KeyDeriver(tuple(settings.key_fields), settings.key_namespace)
+    except ValueError as exc:
+        raise UsageError(f"key_fields: {exc}") from None
+    shard = parse_shard(settings.shard)
+    return RunConfig(
+        sources=sources,
+        results_path=results_path(settings, sources, shard),
+        client=ClientOptions(
+            base_url=settings.base_url,
+            concurrency=settings.concurrency,
+            connect_timeout=settings.connect_timeout,
+            request_timeout=settings.request_timeout,
+            max_response_bytes=settings.max_response_bytes,
+            max_server_wait=settings.max_server_wait,
+        ),
+        rate=settings.rate / (shard.count if shard else 1),  # --rate is the whole job's, shared by the shards
+        burst=settings.burst,
+        manifest_options=manifest_options(settings),
+        keys=keys,
+        policy=RetryPolicy(
+            max_attempts=settings.max_attempts,
+            max_retry_time=settings.max_retry_time,
+            backoff_initial=settings.backoff_initial,
+            backoff_max=settings.backoff_max,
+            conflict_attempts=settings.conflict_attempts,
+            max_server_wait=settings.max_server_wait,
+        ),
+        retry_failed=settings.retry_failed,
+        grace_period=settings.grace_period,
+        fsync_interval=settings.fsync_interval,
+        max_failures=settings.max_failures,
+        failure_ratio=settings.failure_ratio,
+        failure_min_items=settings.failure_min_items,
+        require_fal_host=settings.require_fal_host,
+        progress_interval=settings.progress_interval,
+        handle_signals=handle_signals,
+        limit=limit,
+        shard=shard,
+        max_duration=settings.max_duration,
+        progress=progress_mode(settings.progress),
+        metrics_port=settings.metrics_port,
+        metrics_host=settings.metrics_host,
+        metrics_textfile=settings.metrics_textfile,
+    )
+
+
+def event_loop_options(choice: str = "auto") -> dict[str, Any]:
+    """uvloop when it is installed (a dependency on the platforms that have it) and not turned off with
+    ``event_loop = "asyncio"``; the default asyncio loop otherwise."""
+    if choice == "asyncio":
+        return {}
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        if choice == "uvloop":
+            raise UsageError("event_loop = uvloop, but uvloop is not installed") from None
+        return {}
+    return {"use_uvloop": True}
