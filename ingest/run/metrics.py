@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 from prometheus_client import CollectorRegistry, start_http_server, write_to_textfile
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -109,3 +110,10 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+async def export_metrics(metrics: Metrics, interval: float) -> None:
+    """Rewrite the metrics textfile every ``interval`` seconds (in a worker thread: it is a file write)."""
+    while True:
+        await anyio.sleep(interval)
+        await anyio.to_thread.run_sync(metrics.write)

@@ -19,6 +19,9 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from ingest.run.stats import RunStats
+from ingest.upload.limiter import RateLimiter
+
 log = structlog.get_logger("ingest.run.progress")
 
 Snapshot = Callable[[], dict[str, Any]]
@@ -71,3 +74,24 @@ def _update(bar: Progress, task: TaskID, line: Text, figures: dict[str, Any]) ->
     fresh = Text.from_markup(describe(figures))
     line.truncate(0)
     line.append_text(fresh)
+
+
+async def report_progress(mode: str, figures: Snapshot, interval: float) -> None:
+    """Show progress the way ``mode`` says: ``bar``, ``log`` or ``off``."""
+    if mode == "bar":
+        await show_progress(figures)
+    elif mode == "log":
+        await log_progress(figures, interval)
+
+
+def progress_figures(stats: RunStats, limiter: RateLimiter) -> dict[str, Any]:
+    """Progress figures: the stats' snapshot, the recent rate and ETA, and the limiter's state."""
+    rate = stats.current_rate()
+    eta = stats.eta_seconds(rate)
+    return {
+        **stats.snapshot(),
+        "rate": round(rate, 1),
+        "eta_s": None if eta is None else round(eta),
+        "effective_rate": round(limiter.effective_rate, 2),
+        "paused_s": round(limiter.paused_seconds, 2),
+    }

@@ -81,11 +81,13 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What to do after an attempt: ``retry`` after ``delay`` seconds, or stop (``final``)."""
+    """What to do after an attempt: ``retry`` after ``delay`` seconds, or stop (``final``); and whether the whole
+    run pauses (``pause_all`` seconds: the account is throttled, so every consumer waits, not just this item)."""
 
     retry: bool
     delay: float = 0.0
     reason: str = ""
+    pause_all: float | None = None
 
 
 def decide(
@@ -97,13 +99,37 @@ def decide(
     policy: RetryPolicy,
     rng: random.Random,
     conflicts: int = 0,
+    status: int | None = None,
 ) -> Decision:
     """Whether to try again after ``attempt`` tries that took ``elapsed`` seconds so far.
 
     ``conflicts`` counts the 409 answers among them: they have their own, smaller bound, so that earlier 5xx or
     429 answers do not use up an item's patience for a 409. ``server_wait`` is the server's hint (see
     ``server_wait``); it is preferred to our backoff for 429 and for 5xx answers that carry one (503 Retry-After).
+    A 429, or a 503 with a hint, is run-wide: the decision carries ``pause_all``, the seconds every consumer waits.
     """
+    run_wide = outcome is Outcome.THROTTLED or (server_wait is not None and status == 503)
+    if run_wide and server_wait is None:
+        server_wait = policy.backoff(attempt, rng)
+    decision = _decide_item(
+        outcome, attempt=attempt, elapsed=elapsed, server_wait=server_wait, policy=policy, rng=rng, conflicts=conflicts
+    )
+    if not run_wide:
+        return decision
+    pause = decision.delay if decision.retry else server_wait or 0.0
+    return Decision(decision.retry, decision.delay, decision.reason, pause_all=pause)
+
+
+def _decide_item(
+    outcome: Outcome,
+    *,
+    attempt: int,
+    elapsed: float,
+    server_wait: float | None,
+    policy: RetryPolicy,
+    rng: random.Random,
+    conflicts: int,
+) -> Decision:
     if outcome in (Outcome.SUCCESS, Outcome.PERMANENT, Outcome.AUTH):
         return Decision(retry=False, reason=outcome.value)
     if attempt >= policy.max_attempts or (outcome is Outcome.CONFLICT and conflicts >= policy.conflict_attempts):

@@ -1,0 +1,243 @@
+"""A consumer: takes work items off the stream and attempts each until it succeeds or the retry policy gives up.
+
+Every attempt passes the shared ``RateLimiter``; the decision after an attempt is the policy's (``decide``), and
+the consumer only acts on it: sleep and retry, pause the whole run (``Decision.pause_all``), or record the final
+outcome. An item the run stops for (a signal, an abort) returns ``None``: it has no record and stays pending, so the
+next run sends it again with the same key.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Protocol
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ingest.admission.admit import WorkItem
+from ingest.errors import AuthRejected, IngestError
+from ingest.results.record import Result, Status, error_dict
+from ingest.streams import receive, send
+from ingest.upload.client import AssetsClient, AttemptResult
+from ingest.upload.limiter import RateLimiter
+from ingest.upload.retry import Outcome, RetryPolicy, classify, decide
+
+log = structlog.get_logger("ingest.upload")
+
+
+class Brakes(Protocol):
+    """What a consumer needs of the run's control: whether to stop, and how to abort the run."""
+
+    @property
+    def stopping(self) -> bool: ...
+
+    @property
+    def aborted(self) -> IngestError | None: ...
+
+    def abort(self, error: IngestError) -> None: ...
+
+
+class AttemptCounters(Protocol):
+    """What a consumer counts: requests in flight, and each attempt's status and latency."""
+
+    in_flight: int
+
+    def count_attempt(self, status: int | None, *, retry: bool, seconds: float) -> None: ...
+
+
+class Consumer:
+    """The attempt loop, shared by the run's N consumer tasks (it holds no per-item state)."""
+
+    def __init__(
+        self,
+        client: AssetsClient,
+        *,
+        limiter: RateLimiter,
+        policy: RetryPolicy,
+        brakes: Brakes,
+        counters: AttemptCounters,
+        run_id: str,
+        rng: random.Random,
+    ) -> None:
+        self.client = client
+        self.limiter = limiter  # every attempt passes it, retries too
+        self.policy = policy
+        self.brakes = brakes
+        self.counters = counters
+        self.run_id = run_id  # stamped on every record
+        self.rng = rng  # backoff jitter
+        # Bound once: the lazy module logger re-binds on every call, ~4 us each on a per-item path.
+        self._item_log = log.bind()
+
+    def __repr__(self) -> str:
+        return f"Consumer(run_id={self.run_id!r}, limiter={self.limiter!r})"
+
+    async def run(self, items: MemoryObjectReceiveStream[WorkItem], results: MemoryObjectSendStream[Result]) -> None:
+        """Consume until the items stream ends or the run stops."""
+        async with items, results:
+            while (item := await receive(items)) is not None:
+                if self.brakes.stopping:
+                    return
+                result = await self.upload(item)
+                if result is not None:
+                    await send(results, result)
+
+    async def upload(self, item: WorkItem) -> Result | None:
+        """Attempt ``item`` until it succeeds or the policy gives up; ``None`` leaves it pending."""
+        started, attempt, conflicts = time.monotonic(), 0, 0
+        while True:
+            await self.limiter.acquire()
+            if self.brakes.stopping:
+                return None
+            attempt += 1
+            answer = await self._attempt(item, retry=attempt > 1)
+            outcome = classify(answer.status)
+            elapsed = time.monotonic() - started
+            if outcome is Outcome.SUCCESS:
+                return self._succeeded(item, answer, attempt, elapsed)
+            if outcome is Outcome.AUTH:
+                self._auth_rejected(item, answer)
+                return None
+            conflicts += outcome is Outcome.CONFLICT
+            decision = decide(
+                outcome,
+                attempt=attempt,
+                elapsed=elapsed,
+                server_wait=answer.server_wait,
+                policy=self.policy,
+                rng=self.rng,
+                conflicts=conflicts,
+                status=answer.status,
+            )
+            if decision.pause_all is not None:
+                self._pause_all(decision.pause_all, answer)
+            if not decision.retry:
+                return self._failed(item, answer, outcome, attempt, elapsed, decision.reason)
+            self._log_retry(item, answer, attempt, decision.delay)
+            if decision.pause_all is None:
+                await anyio.sleep(decision.delay)
+            if self.brakes.stopping:
+                return None
+
+    async def _attempt(self, item: WorkItem, *, retry: bool) -> AttemptResult:
+        self.counters.in_flight += 1
+        sent = time.monotonic()
+        try:
+            answer = await self.client.upload(item.body_bytes, item.key)
+        finally:
+            self.counters.in_flight -= 1
+        self.counters.count_attempt(answer.status, retry=retry, seconds=time.monotonic() - sent)
+        return answer
+
+    def _pause_all(self, seconds: float, answer: AttemptResult) -> None:
+        self.limiter.pause(seconds)
+        log.info(
+            "limiter.paused",
+            seconds=round(answer.server_wait if answer.server_wait is not None else seconds, 3),
+            status=answer.status,
+            effective_rate=round(self.limiter.effective_rate, 2),
+        )
+
+    def _log_retry(self, item: WorkItem, answer: AttemptResult, attempt: int, delay: float) -> None:
+        log.info(
+            "upload.retry",
+            manifest=item.manifest,
+            line=item.line,
+            key=item.key,
+            attempt=attempt,
+            status=answer.status,
+            error=answer.error.type if answer.error else None,
+            delay=round(delay, 3),
+        )
+
+    def _succeeded(self, item: WorkItem, answer: AttemptResult, attempt: int, elapsed: float) -> Result:
+        self._item_log.debug(
+            "upload.succeeded",
+            manifest=item.manifest,
+            line=item.line,
+            key=item.key,
+            attempt=attempt,
+            elapsed_ms=int(elapsed * 1000),
+        )
+        return self._record(item, Status.SUCCEEDED, answer, attempt, elapsed, asset=answer.asset)
+
+    def _failed(
+        self, item: WorkItem, answer: AttemptResult, outcome: Outcome, attempt: int, elapsed: float, reason: str
+    ) -> Result:
+        info = answer.error
+        retryable = outcome is not Outcome.PERMANENT
+        message = info.message if info else f"HTTP {answer.status}"
+        if reason in ("attempts_exhausted", "retry_time_exhausted"):
+            message = f"{message} (gave up: {reason.replace('_', ' ')} after {attempt} attempts)"
+        log.warning(
+            "upload.failed",
+            manifest=item.manifest,
+            line=item.line,
+            key=item.key,
+            status=answer.status,
+            error=info.type if info else None,
+            message=message,
+            attempts=attempt,
+            retryable=retryable,
+        )
+        error = error_dict(
+            info.type if info else "http_error",
+            message,
+            retryable=retryable,
+            request_id=info.request_id if info else None,
+        )
+        return self._record(item, Status.FAILED, answer, attempt, elapsed, error=error)
+
+    def _record(
+        self,
+        item: WorkItem,
+        status: Status,
+        answer: AttemptResult,
+        attempt: int,
+        elapsed: float,
+        *,
+        asset: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> Result:
+        """The final record of an item that was sent."""
+        return Result(
+            item.key,
+            item.manifest,
+            item.line,
+            status,
+            item.body,
+            body_sha256=item.body_sha256,
+            attempts=attempt,
+            http_status=answer.status,
+            asset=asset,
+            error=error,
+            elapsed_ms=int(elapsed * 1000),
+            run_id=self.run_id,
+        )
+
+    def _auth_rejected(self, item: WorkItem, answer: AttemptResult) -> None:
+        info = answer.error
+        if self.brakes.aborted is None:
+            self._log_auth_rejected(item, answer)
+        self.brakes.abort(
+            AuthRejected(
+                answer.status or 0,
+                info.type if info else "authorization_error",
+                info.message if info else "credentials rejected",
+                answer.request_id,
+            )
+        )
+
+    def _log_auth_rejected(self, item: WorkItem, answer: AttemptResult) -> None:
+        info = answer.error
+        log.error(
+            "auth.rejected",
+            status=answer.status,
+            message=info.message if info else None,
+            request_id=answer.request_id,
+            manifest=item.manifest,
+            line=item.line,
+            hint="check FAL_KEY; unfinished items stay pending for the next run",
+        )
