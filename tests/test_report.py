@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ingest.commands import failed as rerun_module
-from ingest.commands import report as report_module
-from ingest.commands.report import LogHistogram, build_report, render_json, render_text
+from ingest.commands.report import LogHistogram, aggregate, build_report, histogram, render, render_json, render_text
 from ingest.errors import UsageError
+from ingest.results import scan
 from ingest.results.record import Result, Status, error_dict
 
 
@@ -406,7 +406,7 @@ def test_an_empty_results_file_gives_an_empty_report(tmp_path: Path) -> None:
     assert "0 records" in render_text(report)
 
 
-@pytest.mark.parametrize("module", [report_module, rerun_module])
+@pytest.mark.parametrize("module", [aggregate, histogram, render, scan, rerun_module])
 def test_all_lists_every_public_function_and_class(module: ModuleType) -> None:
     """``__all__`` names every public function and class the module defines."""
     defined = {

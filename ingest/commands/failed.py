@@ -37,10 +37,11 @@ from typing import Any
 
 import orjson
 
-from ingest.commands.report import read_current, scan_results, where
 from ingest.errors import UsageError
 from ingest.manifest.rows import parse_favorite, parse_tag_ids
 from ingest.models import UploadRequest
+from ingest.results.rules import error_of
+from ingest.results.scan import read_current, scan_results, where
 
 __all__ = ["FailedSummary", "manifest_row", "write_failed_manifest"]
 
@@ -114,7 +115,7 @@ def write_failed_manifest(
             continue
         manifest, line = where(record)
         chosen.append((manifests.get(manifest, len(manifests)), line, file, offset, _dump(row)))
-        summary.by_error_type[str(_error(record).get("type") or "(no type)")] += 1
+        summary.by_error_type[str(error_of(record).get("type") or "(no type)")] += 1
     chosen.sort(key=lambda entry: entry[:4])
     _write(out, (entry[4] for entry in chosen))
     summary.written = len(chosen)
@@ -150,17 +151,12 @@ class _Filter:
     retryable_only: bool
 
     def __call__(self, record: dict[str, Any]) -> bool:
-        error = _error(record)
+        error = error_of(record)
         if self.error_types and error.get("type") not in self.error_types:
             return False
         if self.http_statuses and record.get("http_status") not in self.http_statuses:
             return False
         return not self.retryable_only or bool(error.get("retryable"))
-
-
-def _error(record: dict[str, Any]) -> dict[str, Any]:
-    error = record.get("error")
-    return error if isinstance(error, dict) else {}
 
 
 def _is_csv(manifest: str) -> bool:

@@ -24,6 +24,7 @@ import orjson
 
 from ingest.keytable import KeyTable, fingerprint, fingerprint_bytes
 from ingest.results.naming import family
+from ingest.results.rules import replaces
 
 _SUCCEEDED, _FAILED_PERMANENT, _FAILED_RETRYABLE = 1, 2, 3
 _STATE_MASK = 0b11
@@ -97,13 +98,13 @@ class ResumeIndex:
         """``put`` for a key whose fingerprint the caller already has."""
         if status not in ("succeeded", "failed"):
             return
-        if status == "succeeded":
-            state = _SUCCEEDED
-        else:
-            previous = self.table.get(fp)
-            if previous is not None and previous & _STATE_MASK == _SUCCEEDED:
-                return
-            state = _FAILED_RETRYABLE if retryable else _FAILED_PERMANENT
+        succeeded = status == "succeeded"
+        previous = None if succeeded else self.table.get(fp)
+        if previous is not None and not replaces(
+            new_succeeded=succeeded, old_succeeded=previous & _STATE_MASK == _SUCCEEDED, new_is_later=True
+        ):
+            return
+        state = _SUCCEEDED if succeeded else _FAILED_RETRYABLE if retryable else _FAILED_PERMANENT
         self.table.put(fp, body_fingerprint(body_sha256) << 2 | state)
 
     def add(self, record: dict[str, object]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ingest.errors import ResultsLockedError
-from ingest.results.record import utc_now
+from ingest.results.rules import utc_now
 
 
 class ResultsLock:

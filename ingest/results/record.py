@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from ingest.results.rules import utc_now
 
 
 class Status(enum.StrEnum):
@@ -93,8 +94,3 @@ def error_dict(
     if field is not None:
         error["field"] = field
     return error
-
-
-def utc_now() -> str:
-    """ISO-8601 UTC with milliseconds and a ``Z``, as in the results file."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -18,7 +18,8 @@ from typing import BinaryIO
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ingest.results.record import Result, utc_now
+from ingest.results.record import Result
+from ingest.results.rules import utc_now
 
 MAX_BATCH = 512  # records per write; bounds the bytes buffered between two flushes
 BATCH_DELAY = 0.02  # seconds a batch may wait for more records before it is written
