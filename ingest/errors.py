@@ -1,4 +1,5 @@
-"""The errors ``ingest`` raises, as one tree.
+"""The errors that end a command or a run, as one tree (an item's own failure is never an exception: it is a
+``failed`` or ``invalid`` record).
 
 ```
 IngestError                     base of everything below; carries the process exit code
@@ -7,13 +8,13 @@ IngestError                     base of everything below; carries the process ex
 │   ├── CredentialsError        no API key could be found, or it is malformed
 │   ├── ManifestError           a manifest cannot be read at all (missing, unreadable, no header); names the file
 │   └── ResultsLockedError      another run holds the results file's lock
-├── ApiError                    one HTTP answer from the Assets API that was not 201; status, type, request id
-│   └── AuthRejected            401/403: the key is wrong or revoked; aborts the run
-├── TransportError              no HTTP answer: connection refused/reset, timeout, oversized or broken response
+├── ApiError                    an HTTP answer that ends the run (not one item); status, type, request id
+│   └── AuthRejected            401/403: the key is wrong or revoked; the run aborts (exit 3)
 └── RunAborted                  the run stopped early on purpose (credentials rejected, failure threshold) (exit 3)
 ```
 
-A bad manifest *row* is not an exception: it becomes an ``invalid`` result (see ``ingest.manifest.source``).
+Errors raised while a run is going are caught at the run's edge (``RunControl.abort`` keeps the first as the
+reason the run stopped) and end the process through ``exit_code``; the CLI prints one line for them.
 """
 
 from __future__ import annotations
@@ -57,16 +58,12 @@ class ResultsLockedError(UsageError):
 
 @dataclass(eq=False)
 class ApiError(IngestError):
-    """The API answered with a status other than 201.
-
-    ``retry_after`` is the server's wait hint in seconds (already resolved from its headers), if any.
-    """
+    """An answer of the API that concerns the whole run rather than one item (see ``AuthRejected``)."""
 
     status: int
     type: str
     message: str
     request_id: str | None = None
-    retry_after: float | None = None
 
     def __str__(self) -> str:
         rid = f" (request {self.request_id})" if self.request_id else ""
@@ -75,17 +72,6 @@ class ApiError(IngestError):
 
 class AuthRejected(ApiError):
     """401/403: the credentials are wrong or were revoked; the run aborts with exit 3."""
-
-
-@dataclass(eq=False)
-class TransportError(IngestError):
-    """No usable HTTP answer arrived: the server may or may not have acted, so a retry must reuse the key."""
-
-    type: str  # "timeout", "connection_error", "response_too_large", "bad_response"
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.type}: {self.message}"
 
 
 class RunAborted(IngestError):

@@ -226,7 +226,7 @@ async def test_help_exits_0(args: list[str]) -> None:
 
 
 async def test_run_help_lists_the_documented_flags() -> None:
-    """``ingest run --help`` documents the flags DESIGN.md promises."""
+    """``ingest run --help`` documents the flags docs/design.md promises."""
     done = await run_cli("run", "--help", env=clean_env())
 
     for flag in ("--results", "--config", "--base-url", "--concurrency", "--rate", "--retry-failed"):

@@ -74,7 +74,7 @@ def test_body_hash_is_canonical() -> None:
     namespace=st.none() | st.text(max_size=20),
 )
 def test_key_determinism_property(url: str, prompt: str | None, namespace: str | None) -> None:
-    """For any item, two independently built derivers give the same key; the key is a valid UUID."""
+    body: dict[str, object] = {"url": url, "type": "image", "prompt": prompt}
     body = {"url": url, "type": "image", "prompt": prompt}
     first = KeyDeriver(key_namespace=namespace).derive(body)
     second = KeyDeriver(key_namespace=namespace).derive(dict(reversed(list(body.items()))))

@@ -36,7 +36,7 @@ NOW = 1_800_000_000.0
     ],
 )
 def test_classify_matches_design_table(status: int | None, outcome: Outcome) -> None:
-    """Each status of DESIGN.md's retry table maps to its action."""
+    """Each status of docs/design.md's retry table maps to its action."""
     assert classify(status) is outcome
 
 

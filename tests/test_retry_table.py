@@ -1,4 +1,4 @@
-"""DESIGN.md § Retry policy, row by row, over real HTTP: a scripted spy server answers each attempt as the row
+"""docs/design.md § Retry policy, row by row, over real HTTP: a scripted spy server answers each attempt as the row
 says, and the test checks how many attempts it saw, that all of them carried the item's one key, and the record.
 
 Waits on the server's word are checked with lower bounds only (the retry did not come *before* the server said).

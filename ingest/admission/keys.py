@@ -1,4 +1,4 @@
-"""Deterministic idempotency keys and body hashes (``DESIGN.md`` § Idempotency key).
+"""Deterministic idempotency keys and body hashes (``docs/design.md`` § Idempotency key).
 
 An item's key comes from its identity, never from its position or its batch:
 ``uuid5(namespace, canonical(identity))`` where the identity is the item's ``url`` by default, or the fields named

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ingest import __version__
 from ingest.cli import offline, run
 from ingest.cli.flags import add_manifest_flags, add_setting_flags
+from ingest.version import __version__
 
 # The settings ``ingest validate`` takes: those that change what a row becomes or which rows are valid.
 VALIDATE_SETTINGS = ("key_fields", "key_namespace", "require_fal_host")

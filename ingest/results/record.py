@@ -1,4 +1,4 @@
-"""The results file's record: one JSON object per line, append-only (``DESIGN.md`` § Results file).
+"""The results file's record: one JSON object per line, append-only (``docs/design.md`` § Results file).
 
 ```
 {"key": "…", "status": "succeeded" | "failed" | "invalid" | "duplicate", "body_sha256": "…",

@@ -29,9 +29,9 @@ from prometheus_client import CollectorRegistry, start_http_server, write_to_tex
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ingest import __version__
 from ingest.run.stats import LATENCY_BUCKETS, RunStats
 from ingest.upload.limiter import RateLimiter
+from ingest.version import __version__
 
 
 class RunCollector(Collector):

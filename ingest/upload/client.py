@@ -19,11 +19,11 @@ import orjson
 import pydantic
 import structlog
 
-from ingest import __version__
 from ingest.credentials import ApiKey
 from ingest.models import ErrorEnvelope, UploadResponse
 from ingest.settings import default
 from ingest.upload.retry import server_wait
+from ingest.version import __version__
 
 UPLOAD_PATH = "/assets/uploads"
 USER_AGENT = f"ingest/{__version__}"

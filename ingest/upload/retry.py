@@ -1,4 +1,4 @@
-"""Retry decisions as pure functions (``DESIGN.md`` § Retry policy).
+"""Retry decisions as pure functions (``docs/design.md`` § Retry policy).
 
 ``classify(status)`` sorts an attempt's outcome; ``decide(...)`` says whether and how long to wait before the next
 attempt; ``server_wait(headers)`` turns the server's rate-limit hints into seconds. Nothing here sleeps or does I/O,
