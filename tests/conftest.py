@@ -1,12 +1,9 @@
-"""Shared fixtures: the anyio backend, a running fake Assets API, and helpers to read results files."""
+"""Shared fixtures: the anyio backend and a running fake Assets API (helpers live in ``tests.helpers``)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 
 from ingest.fakeserver import FakeServer, FakeServerConfig, running_fake_server
@@ -23,8 +20,3 @@ async def fake_server() -> AsyncIterator[FakeServer]:
     """A fault-free fake Assets API on a free loopback port."""
     async with running_fake_server(FakeServerConfig()) as server:
         yield server
-
-
-def read_results(path: Path) -> list[dict[str, Any]]:
-    """Every record of a results file."""
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]

@@ -14,13 +14,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from chaos_helpers import (
+
+from tests.helpers.processes import (
     API_KEY,
     Worker,
     assert_exactly_once,
     assert_no_traceback,
     fake_server_process,
-    media_url,
     run_worker,
     start_worker,
     strict_records,
@@ -28,6 +28,7 @@ from chaos_helpers import (
     write_csv_manifest,
     write_profile,
 )
+from tests.helpers.records import media_url
 
 NO_GIVING_UP = ["--max-attempts", "20", "--max-retry-time", "300"]
 
@@ -248,7 +249,7 @@ def test_conflict_after_earlier_failures_is_retried(tmp_path: Path) -> None:
     # asset is created 2.5 s later), then a request that passes the gateway and meets the in-progress key: 409.
     profile = write_profile(tmp_path / "c409.toml", seed=703, p_5xx=0.5, p_slow=0.5, slow_s=2.5, retry_after_s=0.0)
     manifest = tmp_path / "one.csv"
-    manifest.write_text(f"url,type\n{media_url('c409', 1)},image\n", encoding="utf-8")
+    manifest.write_text(f"url,type\n{media_url(1, 'c409')},image\n", encoding="utf-8")
     results = tmp_path / "results.jsonl"
     with fake_server_process(profile, tmp_path) as server:
         code, _ = run_worker(

@@ -17,16 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from chaos_helpers import (
+
+from tests.helpers.logs import json_events
+from tests.helpers.processes import (
     FakeServerProcess,
     assert_no_traceback,
     fake_server_process,
-    json_events,
-    media_url,
     run_worker,
     strict_records,
     worker_env,
 )
+from tests.helpers.records import media_url
 
 OK = "succeeded"
 INJECTIONS = ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1:A9)", '=HYPERLINK("http://evil.example/x","y")']
@@ -60,7 +61,7 @@ def _jsonl(*lines: bytes) -> Callable[[Path], None]:
 
 
 def _row(prefix: str, i: int, prompt: bytes = b"fine") -> bytes:
-    return media_url(prefix, i).encode() + b",image," + prompt
+    return media_url(i, prefix).encode() + b",image," + prompt
 
 
 def _obj(**fields: object) -> bytes:
@@ -70,7 +71,7 @@ def _obj(**fields: object) -> bytes:
 def _wide_header(path: Path) -> None:
     with path.open("w", encoding="utf-8") as file:
         file.write(",".join(["url", "type", *(f"c{i}" for i in range(999_998))]) + "\n")
-        file.write(media_url("wide-header", 0) + ",image\n")
+        file.write(media_url(0, "wide-header") + ",image\n")
 
 
 CASES = [
@@ -96,9 +97,9 @@ CASES = [
         "invalid-utf8-and-nul-jsonl",
         "bytes.jsonl",
         _jsonl(
-            b'{"url": "' + media_url("bytes", 0).encode() + b'", "type": "image", "prompt": "a\xffb"}',
-            b'{"url": "' + media_url("bytes", 1).encode() + b'", "type": "image", "prompt": "a\x00b"}',
-            _obj(url=media_url("bytes", 2), type="image"),
+            b'{"url": "' + media_url(0, "bytes").encode() + b'", "type": "image", "prompt": "a\xffb"}',
+            b'{"url": "' + media_url(1, "bytes").encode() + b'", "type": "image", "prompt": "a\x00b"}',
+            _obj(url=media_url(2, "bytes"), type="image"),
         ),
         {1: "invalid:not valid UTF-8", 2: "invalid:NUL byte", 3: OK},
     ),
@@ -106,16 +107,16 @@ CASES = [
         "deeply-nested-json",
         "nested.jsonl",
         _jsonl(
-            _obj(url=media_url("nested", 0), type="image"),
+            _obj(url=media_url(0, "nested"), type="image"),
             b"[" * 100_000,
             b'{"url": "'
-            + media_url("nested", 1).encode()
+            + media_url(1, "nested").encode()
             + b'", "type": "image", "tag_ids": '
             + b"[" * 100_000
             + b"]" * 100_000
             + b"}",
             b'{"a": ' * 100_000 + b"1" + b"}" * 100_000,
-            _obj(url=media_url("nested", 2), type="image"),
+            _obj(url=media_url(2, "nested"), type="image"),
         ),
         {1: OK, 2: "invalid:JSON", 3: "invalid:JSON", 4: "invalid:JSON", 5: OK},
     ),
@@ -123,9 +124,9 @@ CASES = [
         "deeply-nested-csv-cell",
         "nested.csv",
         _csv(
-            media_url("nested-csv", 0).encode() + b",image,a;b",
-            media_url("nested-csv", 1).encode() + b",image," + b"[" * 100_000,
-            media_url("nested-csv", 2).encode() + b',image,"[""x""]"',
+            media_url(0, "nested-csv").encode() + b",image,a;b",
+            media_url(1, "nested-csv").encode() + b",image," + b"[" * 100_000,
+            media_url(2, "nested-csv").encode() + b',image,"[""x""]"',
             header=b"url,type,tag_ids",
         ),
         {2: OK, 3: "invalid:JSON array of strings", 4: OK},
@@ -135,12 +136,12 @@ CASES = [
         "numbers.jsonl",
         _jsonl(
             _obj(url=5, type="image"),
-            _obj(url=media_url("numbers", 1), type="image", prompt=12),
-            _obj(url=media_url("numbers", 2), type="image", tag_ids=[1, 2]),
-            _obj(url=media_url("numbers", 3), type=7),
-            _obj(url=media_url("numbers", 4), type="image", favorite="yes"),
-            _obj(url=media_url("numbers", 5), type="image", collection_id=3.5),
-            _obj(url=media_url("numbers", 6), type="image", prompt="12"),
+            _obj(url=media_url(1, "numbers"), type="image", prompt=12),
+            _obj(url=media_url(2, "numbers"), type="image", tag_ids=[1, 2]),
+            _obj(url=media_url(3, "numbers"), type=7),
+            _obj(url=media_url(4, "numbers"), type="image", favorite="yes"),
+            _obj(url=media_url(5, "numbers"), type="image", collection_id=3.5),
+            _obj(url=media_url(6, "numbers"), type="image", prompt="12"),
         ),
         {
             1: "invalid:valid string",
@@ -161,7 +162,7 @@ CASES = [
             _obj(url="JaVaScRiPt://%0aalert(1)", type="image"),
             _obj(url="data:image/png;base64,AAAA", type="image"),
             _obj(url="//v3.fal.media/files/no-scheme.png", type="image"),
-            _obj(url=media_url("schemes", 0), type="image"),
+            _obj(url=media_url(0, "schemes"), type="image"),
         ),
         dict.fromkeys(range(1, 6), "invalid:http or https scheme") | {6: OK},
     ),
@@ -263,7 +264,7 @@ def test_csv_injection_strings_are_uploaded_verbatim(tmp_path: Path, server: Fak
     code, worker = run_worker([manifest], results, server.url, log_dir=tmp_path, concurrency=4, rate=500)
     assert code == 0, worker.stderr()[-4000:]
     sent = {a["asset"]["url"]: a["asset"]["prompt"] for a in server.assets()}
-    assert [sent[media_url("formula", i)] for i in range(len(INJECTIONS))] == INJECTIONS
+    assert [sent[media_url(i, "formula")] for i in range(len(INJECTIONS))] == INJECTIONS
     recorded = {r["line"]: r["item"]["prompt"] for r in strict_records(results)}
     assert [recorded[i + 2] for i in range(len(INJECTIONS))] == INJECTIONS
 
@@ -348,15 +349,15 @@ def _write_huge(path: Path, fmt: str) -> None:
     with path.open("wb") as file:
         if fmt == "csv":
             file.write(b"url,type,prompt\n" + _row("huge-csv", 0) + b"\n")
-            file.write(media_url("huge-csv", 1).encode() + b",image,")
+            file.write(media_url(1, "huge-csv").encode() + b",image,")
         else:
-            file.write(_obj(url=media_url("huge-jsonl", 0), type="image") + b"\n")
-            file.write(b'{"url": "' + media_url("huge-jsonl", 1).encode() + b'", "type": "image", "prompt": "')
+            file.write(_obj(url=media_url(0, "huge-jsonl"), type="image") + b"\n")
+            file.write(b'{"url": "' + media_url(1, "huge-jsonl").encode() + b'", "type": "image", "prompt": "')
         for _ in range(HUGE_LINE_BYTES // len(chunk)):
             file.write(chunk)
         file.write(b"\n" if fmt == "csv" else b'"}\n')
         file.write(
-            _row("huge-csv", 2) + b"\n" if fmt == "csv" else _obj(url=media_url("huge-jsonl", 2), type="image") + b"\n"
+            _row("huge-csv", 2) + b"\n" if fmt == "csv" else _obj(url=media_url(2, "huge-jsonl"), type="image") + b"\n"
         )
 
 
@@ -371,7 +372,7 @@ def test_quote_opened_on_every_line_is_read_in_linear_time(tmp_path: Path) -> No
     with manifest.open("w", encoding="utf-8") as file:
         file.write("url,type,prompt\n")
         for i in range(UNCLOSED_LINES):
-            file.write(f'{media_url("unclosed", i)}",image,"p{i}\n')
+            file.write(f'{media_url(i, "unclosed")}",image,"p{i}\n')
     try:
         done = subprocess.run(
             [sys.executable, "-m", "ingest", "validate", str(manifest), "--show", "3"],

@@ -1,7 +1,7 @@
 """Memory stays bounded as the manifest grows: a 200,000-row run may use only a little more than a 20,000-row run.
 
 The worker runs as ``ingest run`` in a subprocess that reports its own peak RSS (``VmHWM``) at exit; the
-server is ``helpers_canned_server.py`` in another process (no ledger, a canned 201), so neither the server's
+server is ``tests/helpers/canned_server.py`` in another process (no ledger, a canned 201), so neither the server's
 memory nor ours is counted. The client is CPU-bound (~1,500–2,000 items/s on a 2-core machine), so this test is
 marked ``slow`` (it still runs by default).
 
@@ -20,7 +20,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-from helpers_ingest import KEY, ROOT, clean_env, media_url
+
+from tests.helpers import KEY, ROOT
+from tests.helpers.cli import clean_env
+from tests.helpers.records import media_url
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -72,7 +75,7 @@ async def test_memory_is_bounded_as_the_manifest_grows(tmp_path: Path) -> None:
     """Ten times the rows, and a rerun over them, cost at most ~330 B of peak memory per extra item."""
     small = write_manifest(tmp_path / "small.jsonl", SMALL)
     large = write_manifest(tmp_path / "large.jsonl", LARGE)
-    script = Path(__file__).with_name("helpers_canned_server.py")
+    script = ROOT / "tests" / "helpers" / "canned_server.py"
     async with await anyio.open_process([sys.executable, str(script)], cwd=ROOT) as server:
         try:
             assert server.stdout is not None

@@ -10,20 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers_ingest import (
-    CliResult,
-    Hit,
-    Reply,
-    Script,
-    clean_env,
-    error_body,
-    media_rows,
-    run_cli,
-    scripted_server,
-    write_jsonl,
-)
 
 from ingest.fakeserver import FakeServerConfig, running_fake_server
+from tests.helpers.cli import CliResult, clean_env, run_cli
+from tests.helpers.pipeline import Hit, Reply, Script, error_body, scripted_server
+from tests.helpers.records import media_rows, write_jsonl
 
 pytestmark = pytest.mark.anyio
 

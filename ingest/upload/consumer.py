@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import anyio
@@ -60,6 +61,7 @@ class Consumer:
         counters: AttemptCounters,
         run_id: str,
         rng: random.Random,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self.client = client
         self.limiter = limiter  # every attempt passes it, retries too
@@ -68,6 +70,7 @@ class Consumer:
         self.counters = counters
         self.run_id = run_id  # stamped on every record
         self.rng = rng  # backoff jitter
+        self._sleep = sleep  # the backoff's wait (a fake clock's sleep in tests)
         # Bound once: the lazy module logger re-binds on every call, ~4 us each on a per-item path.
         self._item_log = log.bind()
 
@@ -117,7 +120,7 @@ class Consumer:
                 return self._failed(item, answer, outcome, attempt, elapsed, decision.reason)
             self._log_retry(item, answer, attempt, decision.delay)
             if decision.pause_all is None:
-                await anyio.sleep(decision.delay)
+                await self._sleep(decision.delay)
             if self.brakes.stopping:
                 return None
 

@@ -26,6 +26,7 @@ import asyncio
 import collections
 import math
 import time
+from collections.abc import Awaitable, Callable
 
 import anyio
 from aiolimiter import AsyncLimiter
@@ -46,9 +47,13 @@ class RateLimiter:
         increase: float = 0.1,
         recovery_interval: float = 2.0,
         min_rate_fraction: float = 1 / 10,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
+        self._clock = clock  # monotonic seconds (a fake clock in tests)
+        self._sleep = sleep  # waits for pauses and the hard-cap window (a fake clock's sleep in tests)
         self.rate = rate  # the configured ceiling, requests/s
         self.burst = burst if burst is not None else max(2.0, rate * 0.02)  # bucket capacity
         self.decrease = decrease  # multiplicative factor applied on each throttle
@@ -69,7 +74,7 @@ class RateLimiter:
         # takes two scheduler checkpoints on every acquire even when free, i.e. two loop iterations per request;
         # aiohttp and aiolimiter tie the run to asyncio anyway.
         self._lock = asyncio.Lock()
-        self._last_change = time.monotonic()  # when the effective rate last moved (for recovery)
+        self._last_change = self._clock()  # when the effective rate last moved (for recovery)
         self._last_decrease = -math.inf  # when the effective rate was last cut (to merge a burst of 429s)
 
     def _new_bucket(self, rate: float) -> AsyncLimiter:
@@ -79,6 +84,11 @@ class RateLimiter:
         # timer lateness (a bucket of one delivers ~0.95x at 50/s).
         capacity = 1.0 if rate < self.rate else min(self.burst, max(1.0, rate))
         return AsyncLimiter(capacity, capacity / rate)
+
+    @property
+    def bucket_capacity(self) -> float:
+        """How many requests the pacing bucket lets through back to back (1 while the server pushes back)."""
+        return float(self._bucket.max_rate)
 
     def __repr__(self) -> str:
         return (
@@ -94,32 +104,32 @@ class RateLimiter:
             await self._bucket.acquire()
             if self._keep_window:
                 await self._wait_for_window()
-                self._window.append(time.monotonic())
+                self._window.append(self._clock())
             self.acquired += 1
 
     async def _wait_for_pause(self) -> None:
         # Not a busy wait: each sleep lasts the whole remaining pause; the loop only re-checks because another
         # 429 may have pushed `paused_until` further while we slept.
-        while (remaining := self.paused_until - time.monotonic()) > 0:
-            await anyio.sleep(remaining)
+        while (remaining := self.paused_until - self._clock()) > 0:
+            await self._sleep(remaining)
             self.paused_seconds += remaining
 
     async def _wait_for_window(self) -> None:
         window = self._window
         # Sleeps exactly until the oldest send leaves the window; no event would fire sooner.
-        while len(window) == window.maxlen and (wait := window[0] + WINDOW - time.monotonic()) > 0:  # noqa: ASYNC110
-            await anyio.sleep(wait)
+        while len(window) == window.maxlen and (wait := window[0] + WINDOW - self._clock()) > 0:
+            await self._sleep(wait)
 
     def pause(self, seconds: float) -> None:
         """The server asked everyone to wait ``seconds``: hold all consumers and slow down."""
-        now = time.monotonic()
+        now = self._clock()
         self.paused_until = max(self.paused_until, now + max(0.0, seconds))
         self.throttle()
 
     def throttle(self) -> None:
         """Cut the effective rate multiplicatively (at most once per ~second of throttles in a burst)."""
         self.throttles += 1
-        now = time.monotonic()
+        now = self._clock()
         # Many consumers get their 429 at once: count them as one congestion signal per pacing interval.
         if now - self._last_decrease < min(1.0, self.recovery_interval):
             return
@@ -129,7 +139,7 @@ class RateLimiter:
     def _maybe_recover(self) -> None:
         if self.effective_rate >= self.rate:
             return
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last_change >= self.recovery_interval and now >= self.paused_until:
             self._set_rate(min(self.rate, self.effective_rate + self.rate * self.increase), now)
 

@@ -12,12 +12,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from chaos_helpers import (
+
+from tests.helpers.processes import (
     FakeServerProcess,
     assert_exactly_once,
     assert_no_traceback,
     fake_server_process,
-    media_url,
     run_worker,
     start_worker,
     strict_records,
@@ -26,6 +26,7 @@ from chaos_helpers import (
     write_csv_manifest,
     write_profile,
 )
+from tests.helpers.records import media_url
 
 SLACK_S = 1.0  # the contract: exit within the grace period plus a second
 
@@ -80,7 +81,7 @@ def test_second_signal_cancels_at_once(tmp_path: Path) -> None:
     """A second signal during a long grace period abandons in-flight requests at once and still exits 130 cleanly."""
     profile = write_profile(tmp_path / "stuck.toml", base_latency_s=5.0)
     manifest = tmp_path / "media.csv"
-    rows = [f"{media_url('twice', i)},image,item {i}" for i in range(50)]
+    rows = [f"{media_url(i, 'twice')},image,item {i}" for i in range(50)]
     # Two invalid rows first: records the run writes at once, before any upload can finish.
     lines = ["url,type,prompt", "javascript:alert(1),image,x", "file:///etc/passwd,image,y", *rows]
     manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")

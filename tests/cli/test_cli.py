@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import read_results
-from helpers_ingest import clean_env, media_rows, media_url, run_cli, write_csv, write_jsonl
 
 from ingest.fakeserver import FakeServer, FakeServerConfig, running_fake_server
+from tests.helpers.cli import clean_env, run_cli
+from tests.helpers.records import media_rows, media_url, read_results, write_csv, write_jsonl
 
 pytestmark = pytest.mark.anyio
 

@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from ingest.upload.limiter import RateLimiter
+from tests.helpers.clock import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -50,31 +51,44 @@ async def test_large_burst_setting_still_capped() -> None:
 
 
 async def test_pause_holds_every_consumer() -> None:
-    """After pause(s), no consumer acquires before s seconds have passed."""
-    limiter = RateLimiter(1000)
+    """After pause(s), no consumer acquires before s seconds have passed (on a fake clock)."""
+    clock = FakeClock()
+    limiter = RateLimiter(1000, clock=clock, sleep=clock.sleep)
     await limiter.acquire()
-    started = time.monotonic()
+    started = clock()
     limiter.pause(0.3)
-    times = await _hammer(limiter, 5, workers=5)
+    times: list[float] = []
+
+    async def consumer() -> None:
+        await limiter.acquire()
+        times.append(clock())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(consumer)
+    assert len(times) == 5
     assert min(times) - started >= 0.29
     assert limiter.paused_seconds >= 0.29
 
 
 async def test_pauses_extend_not_shorten() -> None:
     """A shorter pause announced during a longer one does not cut it short."""
-    limiter = RateLimiter(1000)
-    started = time.monotonic()
+    clock = FakeClock()
+    limiter = RateLimiter(1000, clock=clock, sleep=clock.sleep)
+    started = clock()
     limiter.pause(0.3)
     limiter.pause(0.05)
     await limiter.acquire()
-    assert time.monotonic() - started >= 0.29
+    assert clock() - started >= 0.29
 
 
 def test_throttle_is_multiplicative_and_merged() -> None:
     """A throttle halves the effective rate once; a burst of 429s within a second counts as one signal."""
-    limiter = RateLimiter(100)
+    clock = FakeClock()
+    limiter = RateLimiter(100, clock=clock)
     limiter.throttle()
     assert limiter.effective_rate == 50
+    clock.advance(0.5)
     limiter.throttle()
     limiter.throttle()
     assert limiter.effective_rate == 50
@@ -83,20 +97,22 @@ def test_throttle_is_multiplicative_and_merged() -> None:
 
 async def test_recovery_is_additive_and_capped() -> None:
     """After a quiet interval the effective rate climbs by a fraction of the rate, never above the rate."""
-    limiter = RateLimiter(100, recovery_interval=0.05, increase=0.3)
+    clock = FakeClock()
+    limiter = RateLimiter(100, recovery_interval=0.05, increase=0.3, clock=clock, sleep=clock.sleep)
     limiter.throttle()
     assert limiter.effective_rate == 50
     for expected in (80, 100, 100):
-        await anyio.sleep(0.06)
+        clock.advance(0.06)
         await limiter.acquire()
         assert limiter.effective_rate == pytest.approx(expected)
 
 
 def test_floor_of_effective_rate() -> None:
     """Repeated throttles never take the effective rate below its floor."""
-    limiter = RateLimiter(100, min_rate_fraction=0.1, recovery_interval=0)
+    clock = FakeClock()
+    limiter = RateLimiter(100, min_rate_fraction=0.1, recovery_interval=0, clock=clock)
     for _ in range(20):
-        limiter._last_decrease = float("-inf")  # simulate throttles far apart in time
+        clock.advance(10)  # throttles far apart in time: each one cuts
         limiter.throttle()
     assert limiter.effective_rate == pytest.approx(10)
 
@@ -116,6 +132,6 @@ def test_rejects_non_positive_rate() -> None:
 def test_strict_pacing_after_server_pushback() -> None:
     """At full rate the bucket holds a small burst; once the server pushed back, it holds one (no bursts)."""
     limiter = RateLimiter(100)
-    assert limiter._bucket.max_rate == 2
+    assert limiter.bucket_capacity == 2
     limiter.throttle()
-    assert limiter.effective_rate == 50 and limiter._bucket.max_rate == 1
+    assert limiter.effective_rate == 50 and limiter.bucket_capacity == 1

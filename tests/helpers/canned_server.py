@@ -3,7 +3,7 @@
 Unlike the embedded fake server it keeps no ledger (which would grow with every request), so a test can push
 hundreds of thousands of requests through it in a separate process. Run it as a script::
 
-    python tests/helpers_canned_server.py   # prints "PORT <n>" on stdout once it listens; stops on SIGTERM
+    python tests/helpers/canned_server.py   # prints "PORT <n>" on stdout once it listens; stops on SIGTERM
 """
 
 from __future__ import annotations

@@ -13,24 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import read_results
-from helpers_ingest import (
-    Hit,
-    Reply,
-    Script,
-    ScriptedServer,
-    error_body,
-    make_config,
-    media_rows,
-    media_url,
-    run,
-    scripted_server,
-    write_jsonl,
-)
 
 from ingest.errors import AuthRejected
 from ingest.run.pipeline import RunReport
 from ingest.upload.retry import RetryPolicy
+from tests.helpers.pipeline import Hit, Reply, Script, ScriptedServer, error_body, make_config, run, scripted_server
+from tests.helpers.records import media_rows, media_url, read_results, write_jsonl
 
 pytestmark = pytest.mark.anyio
 

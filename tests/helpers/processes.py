@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,20 +27,12 @@ from typing import Any
 
 import orjson
 
+from tests.helpers.logs import json_events
+from tests.helpers.net import free_port
+from tests.helpers.records import media_url
+
 API_KEY = "sk-chaos-4f1d9c2e7b"  # distinctive, so a test can check that it never reaches a log or the results
 WORKER_BUDGET_S = 90.0  # the longest any single worker run in these tests may take
-
-
-def media_url(prefix: str, i: int) -> str:
-    """A fal-hosted media URL, unique per ``(prefix, i)`` (so tests sharing a server never share a key)."""
-    return f"https://v3.fal.media/files/chaos/{prefix}/{i:06d}.png"
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_profile(path: Path, **faults: float | int | str) -> Path:
@@ -60,10 +51,10 @@ def write_csv_manifest(path: Path, count: int, *, prefix: str, repeat: Sequence[
     with path.open("w", encoding="utf-8", newline="") as file:
         file.write("url,type,prompt\n")
         for i in range(count):
-            file.write(f"{media_url(prefix, i)},image,item {i}\n")
+            file.write(f"{media_url(i, prefix)},image,item {i}\n")
             expected[i + 2] = "succeeded"
         for n, i in enumerate(repeat):
-            file.write(f"{media_url(prefix, i)},image,item {i}\n")
+            file.write(f"{media_url(i, prefix)},image,item {i}\n")
             expected[count + 2 + n] = "duplicate"
     return expected
 
@@ -252,21 +243,6 @@ def run_worker(manifests: Sequence[Path], results: Path, base_url: str, **option
         return worker.wait(timeout), worker
     finally:
         worker.kill()
-
-
-def json_events(text: str) -> list[dict[str, Any]]:
-    """Every line of ``text`` that is a JSON object with an ``event``."""
-    events = []
-    for line in text.splitlines():
-        if not line.startswith("{"):
-            continue
-        try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(value, dict) and "event" in value:
-            events.append(value)
-    return events
 
 
 def strict_records(path: Path) -> list[dict[str, Any]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import aiohttp
 import anyio
 import orjson
 import pytest
-from conftest import read_results
 from structlog.testing import capture_logs
 
 from ingest.admission.keys import KeyDeriver
@@ -22,6 +20,8 @@ from ingest.fakeserver import FakeServer, FakeServerConfig, FaultConfig, running
 from ingest.manifest.source import ManifestSource
 from ingest.run.pipeline import RunConfig, run_pipeline
 from ingest.upload.client import ClientOptions
+from tests.helpers.net import free_port
+from tests.helpers.records import read_results
 
 pytestmark = pytest.mark.anyio
 
@@ -34,13 +34,6 @@ def write_manifest(path: Path, count: int, *, start: int = 0) -> Path:
     ]
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
-
-
-def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def config_for(server: FakeServer, manifest: Path, results: Path, **overrides: object) -> RunConfig:

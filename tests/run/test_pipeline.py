@@ -13,26 +13,14 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import read_results
-from helpers_ingest import (
-    Hit,
-    Reply,
-    by_line,
-    error_body,
-    make_config,
-    media_rows,
-    media_url,
-    run,
-    scripted_server,
-    write_csv,
-    write_jsonl,
-)
 
 from ingest.admission.keys import INGEST_NAMESPACE, KeyDeriver
 from ingest.errors import AuthRejected, RunAborted
 from ingest.fakeserver import FakeServer, FakeServerConfig, FaultConfig, running_fake_server
 from ingest.models import Asset
 from ingest.upload.retry import RetryPolicy
+from tests.helpers.pipeline import Hit, Reply, error_body, make_config, run, scripted_server
+from tests.helpers.records import by_line, media_rows, media_url, read_results, write_csv, write_jsonl
 
 pytestmark = pytest.mark.anyio
 

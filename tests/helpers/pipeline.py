@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
-import os
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,41 +28,9 @@ from ingest.models import UploadRequest
 from ingest.run.pipeline import RunConfig, RunReport, run_pipeline
 from ingest.upload.client import ClientOptions
 from ingest.upload.retry import RetryPolicy
+from tests.helpers import KEY
 
-ROOT = Path(__file__).resolve().parents[1]
-KEY = "fake-key"
 FAST_POLICY = RetryPolicy(backoff_initial=0.01, backoff_max=0.05)
-
-# -- manifests ----------------------------------------------------------------------------------------------
-
-
-def media_url(i: int, prefix: str = "t") -> str:
-    """A fal-hosted media URL, unique per ``(prefix, i)``."""
-    return f"https://v3b.fal.media/files/b/{prefix}/{i:06d}.png"
-
-
-def media_rows(n: int, prefix: str = "t", **extra: Any) -> list[dict[str, Any]]:
-    """``n`` valid manifest rows with distinct URLs."""
-    return [{"url": media_url(i, prefix), "type": "image", **extra} for i in range(n)]
-
-
-def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any] | str]) -> Path:
-    """A JSONL manifest; a ``str`` row is written verbatim (to make a broken line)."""
-    with path.open("wb") as file:
-        for row in rows:
-            file.write((row if isinstance(row, str) else orjson.dumps(row).decode()).encode() + b"\n")
-    return path
-
-
-def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:
-    """A CSV manifest with a header; missing cells are empty."""
-    columns = list(columns or dict.fromkeys(name for row in rows for name in row))
-    with path.open("w", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
 
 # -- in-process runs ----------------------------------------------------------------------------------------
 
@@ -105,11 +70,6 @@ async def run(config: RunConfig, key: str = KEY) -> RunReport:
     """``run_pipeline`` with ``key``, bounded in time so that a hang fails instead of stalling the suite."""
     with anyio.fail_after(60):
         return await run_pipeline(config, ApiKey(key))
-
-
-def by_line(records: Iterable[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
-    """Records indexed by ``(manifest, line)``."""
-    return {(record["manifest"], record["line"]): record for record in records}
 
 
 # -- a scriptable spy server --------------------------------------------------------------------------------
@@ -227,51 +187,3 @@ async def scripted_server(script: Script) -> AsyncIterator[ScriptedServer]:
     finally:
         with anyio.CancelScope(shield=True):
             await runner.cleanup()
-
-
-# -- the command line ---------------------------------------------------------------------------------------
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The test process's environment without any ``FAL_*`` / ``INGEST_*`` variable, plus ``extra``."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("FAL_", "INGEST_"))}
-    env.pop("PYTHONWARNINGS", None)
-    env.update(extra)
-    return env
-
-
-@dataclass(frozen=True)
-class CliResult:
-    """A finished ``python -m ingest`` process."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def events(self) -> list[dict[str, Any]]:
-        """The JSON log lines of stderr."""
-        found = []
-        for line in self.stderr.splitlines():
-            if line.startswith("{"):
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    found.append(orjson.loads(line))
-        return found
-
-    def event(self, name: str) -> dict[str, Any]:
-        """The first log event called ``name``."""
-        for event in self.events():
-            if event.get("event") == name:
-                return event
-        raise AssertionError(f"no {name!r} event in stderr:\n{self.stderr}")
-
-
-async def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> CliResult:
-    """Run ``python -m ingest *args`` to completion (bounded) while the caller's event loop keeps serving."""
-    with anyio.fail_after(90):
-        done = await anyio.run_process(
-            [sys.executable, "-m", "ingest", *args],
-            env=dict(env if env is not None else clean_env(FAL_KEY=KEY)),
-            cwd=cwd or ROOT,
-            check=False,
-        )
-    return CliResult(done.returncode, done.stdout.decode(), done.stderr.decode())

@@ -40,7 +40,7 @@ from ingest.fakeserver.config import packaged_profiles_dir
 from ingest.fakeserver.ratelimit import TokenBucket
 from ingest.models import ErrorEnvelope, UploadRequest, UploadResponse
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 AUTH = {"Authorization": "Key fake-key"}
 BODY: dict[str, Any] = {
     "url": "https://v3b.fal.media/files/b/0a9b4900/cat%20photo.png",
