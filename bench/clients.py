@@ -65,6 +65,8 @@ def run_ingest(
     rate: float = UNBOUND_RATE,
     timeout: float,
     resume_from: Path | None = None,
+    ok_codes: tuple[int, ...] = (0,),
+    extra: tuple[str, ...] = (),
 ) -> Measured:
     """``ingest run`` on ``manifest`` with a fresh results file, or resuming over ``resume_from`` (kept)."""
     results = resume_from or out_dir / f"{name}.results.jsonl"
@@ -78,8 +80,9 @@ def run_ingest(
         "--rate", str(rate),
         "--log-format", "json",
         "--progress", "log",
+        *extra,
     ]  # fmt: skip
-    child = run_child(argv, out_dir=out_dir, name=name, timeout=timeout, env=child_env()).check()
+    child = run_child(argv, out_dir=out_dir, name=name, timeout=timeout, env=child_env()).check(ok_codes=ok_codes)
     summary = last_event(child.stderr, "run.summary")
     if summary is None:
         raise RuntimeError(f"ingest run {name}: no run.summary event in {child.stderr}")

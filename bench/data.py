@@ -94,3 +94,18 @@ def write_done_results(path: Path, manifest: str, count: int, seed: int, asset: 
 
     _write_lines(path, records())
     return path
+
+
+def write_csv_manifest(path: Path, count: int, seed: int) -> Path:
+    """The CSV form of ``write_manifest``'s rows (``url,type,prompt``; an empty prompt is absent): same bodies."""
+
+    def lines() -> Iterator[bytes]:
+        yield b"url,type,prompt"
+        for body in bodies(count, seed):
+            fields = orjson.loads(body)
+            prompt = fields.get("prompt", "")
+            prompt = f'"{prompt}"' if "," in prompt else prompt  # the prompts hold no quotes
+            yield f"{fields['url']},{fields['type']},{prompt}".encode()
+
+    _write_lines(path, lines())
+    return path

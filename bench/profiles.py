@@ -26,6 +26,13 @@ class Profile:
     peer_items: int  # N for the slow peers (a process per item, httpx)
     peer_concurrency: int
     curl_parallel_items: int  # N for one `curl --parallel` process (fast, so as large as the throughput rows)
+    fault_items: int  # N of the flaky-profile row (issue 13: 2,000)
+    throttle_items: int  # N of the throttle-profile row
+    fault_concurrency: int  # C of both fault rows
+    fault_rate: float  # --rate of both (the throttle profile's bucket is half of it)
+    fault_slow_s: float  # how late the flaky profile's 2% stalled answers come
+    rerun_lines: int  # rows of the "rerun with nothing left" rows (JSONL and CSV)
+    memory_run_s: float  # the memory rows' `run` stops taking items after this long (0: runs to the end)
     seed: int = 20260523
 
 
@@ -39,12 +46,19 @@ FULL = Profile(
     rates=(50, 500, 2000),
     rate_run_s=4.0,
     rate_concurrency=64,
-    memory_rows=(10_000, 200_000, 1_000_000),
+    memory_rows=(1_000_000, 10_000_000),
     resume_lines=1_000_000,
     resume_new=10,
     peer_items=500,
     peer_concurrency=64,
     curl_parallel_items=20_000,
+    fault_items=2_000,
+    throttle_items=2_000,
+    fault_concurrency=16,
+    fault_rate=200,
+    fault_slow_s=35.0,
+    rerun_lines=1_000_000,
+    memory_run_s=30.0,
 )
 
 QUICK = Profile(
@@ -57,12 +71,19 @@ QUICK = Profile(
     rates=(50, 500, 2000),
     rate_run_s=2.5,
     rate_concurrency=64,
-    memory_rows=(10_000, 100_000),
+    memory_rows=(100_000, 1_000_000),
     resume_lines=100_000,
     resume_new=10,
     peer_items=200,
     peer_concurrency=64,
     curl_parallel_items=2_000,
+    fault_items=400,
+    throttle_items=600,
+    fault_concurrency=16,
+    fault_rate=200,
+    fault_slow_s=35.0,
+    rerun_lines=200_000,
+    memory_run_s=10.0,
 )
 
 SMOKE = Profile(
@@ -81,6 +102,13 @@ SMOKE = Profile(
     peer_items=20,
     peer_concurrency=8,
     curl_parallel_items=300,
+    fault_items=40,
+    throttle_items=60,
+    fault_concurrency=8,
+    fault_rate=100,
+    fault_slow_s=1.0,
+    rerun_lines=1_000,
+    memory_run_s=0.0,
 )
 
 PROFILES = {profile.name: profile for profile in (FULL, QUICK, SMOKE)}

@@ -244,45 +244,6 @@ def rate_limiter(bench: Bench) -> list[Row]:
     return rows
 
 
-# -- 5: memory ------------------------------------------------------------------------------------------------
-
-
-def memory(bench: Bench) -> list[Row]:
-    """Peak RSS of ``ingest run`` for growing manifests fed to the fast server (one round each)."""
-    p = bench.profile
-    peaks: dict[int, float] = {}
-    rows = []
-    with bench.server("fast") as server:
-        for items in p.memory_rows:
-            manifest, _ = bench.dataset(items, requests=False)
-            run = clients.run_ingest(
-                manifest, server.base_url, out_dir=bench.tmp, name=f"mem-{items}", concurrency=64,
-                timeout=timeout_for(items, speed=1000),
-            )  # fmt: skip
-            _check_all_ok(run, items, "ingest")
-            peaks[items] = run.child.peak_rss_mb
-            bench.say(f"[memory] rows={items:,}: peak RSS {run.child.peak_rss_mb:,.1f} MB, {run.items_per_s:,.0f}/s")
-            rows.append(
-                Row("memory", "peak RSS MB", f"rows={items:,} C=64", ",.1f", Stat.of([run.child.peak_rss_mb]),
-                    note=f"{run.items_per_s:,.0f} items/s, wall {run.child.wall_s:.1f} s",
-                    extra={"items_per_s": run.items_per_s, "wall_s": run.child.wall_s})
-            )  # fmt: skip
-    _memory_targets(rows, peaks)
-    return rows
-
-
-def _memory_targets(rows: list[Row], peaks: dict[int, float]) -> None:
-    sizes = sorted(peaks)
-    smallest = sizes[0]
-    for row, items in zip(rows, sizes, strict=True):
-        row.ratio, row.ratio_of = peaks[items] / peaks[smallest], f"of {smallest:,} rows"
-        if 100_000 <= items <= 200_000:
-            row.target, row.met = "≤ 100 MB (at 200k)", peaks[items] <= 100
-        if items >= 1_000_000 and 200_000 in peaks:
-            row.ratio, row.ratio_of = peaks[items] / peaks[200_000], "of 200k rows"
-            row.target, row.met = "≤ 1.2× 200k", row.ratio <= 1.2
-
-
 # -- 6: resume ------------------------------------------------------------------------------------------------
 
 
@@ -429,13 +390,3 @@ def _loop_peer(bench: Bench, kind: str, requests: Path, url: str, items: int) ->
         clients.run_loop, kind, requests, url, out_dir=bench.tmp, name=f"peer-{kind}", concurrency=c,
         timeout=timeout_for(items, speed=20), python=python,
     )  # fmt: skip
-
-
-SECTIONS: dict[str, Callable[[Bench], list[Row]]] = {
-    "throughput": throughput,  # rows "throughput" and "cpu"
-    "latency": latency,
-    "rate": rate_limiter,
-    "memory": memory,
-    "resume": resume,
-    "peers": peers,
-}

@@ -23,12 +23,20 @@ from ingest.models import UploadRequest, UploadResponse
 ROOT = Path(__file__).resolve().parent.parent
 
 EXPECTED_ROWS = [
+    "flaky: completion time s",
+    "flaky: server 429s, share of requests",
+    "throttle: completion time s",
+    "throttle: server 429s, share of requests",
+    "rerun: s, nothing left (jsonl)",
+    "rerun: s, nothing left (csv)",
+    "memory: peak RSS MB, validate",
+    "memory: peak RSS MB, dry-run",
+    "memory: peak RSS MB, run",
     "throughput: items/s",
     "cpu: CPU s per 1k items",
     "latency: fraction of C/latency",
     "rate: steady rate (after 1st s)",
     "rate: max in any 1 s window",
-    "memory: peak RSS MB",
     "resume: s to first new request",
     "resume: peak RSS MB",
     "peers: GNU parallel + curl per item items/s",
@@ -49,7 +57,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, 
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=100,
+        timeout=220,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -57,7 +65,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, 
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(110)
+@pytest.mark.timeout(230)
 def test_smoke_prints_one_table_with_every_row(smoke_run: tuple[str, dict[str, object]]) -> None:
     """The table has its header, its columns, and one line per expected row."""
     table, _ = smoke_run
@@ -70,9 +78,9 @@ def test_smoke_prints_one_table_with_every_row(smoke_run: tuple[str, dict[str, o
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(110)
+@pytest.mark.timeout(230)
 def test_smoke_figures_are_sane(smoke_run: tuple[str, dict[str, object]]) -> None:
-    """Every measured figure is positive, every baseline too, and a peer is either measured or 'not installed'."""
+    """Figures are positive (429 shares at least 0), baselines too; a peer is measured or 'not installed'."""
     _, figures = smoke_run
     rows = figures["rows"]
     assert isinstance(rows, list)
@@ -81,6 +89,9 @@ def test_smoke_figures_are_sane(smoke_run: tuple[str, dict[str, object]]) -> Non
         measured, baseline = row["measured"], row["baseline"]
         if measured is None:
             assert row["section"] == "peers" and row["note"].startswith("not installed"), row
+            continue
+        if row["name"].startswith("server 429s"):  # a share, which may well be 0
+            assert 0 <= measured["min"] <= 1 and baseline is not None and 0 <= baseline["min"] <= 1, row
             continue
         assert measured["median"] > 0 and measured["min"] > 0, row
         if baseline is not None:

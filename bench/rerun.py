@@ -1,0 +1,81 @@
+"""Rerun with nothing left to do (issue 13): ``ingest run`` over a manifest whose every row a results file already
+records as succeeded, against the floor of parsing that manifest once with the standard library (``json.loads``
+per line for JSONL, ``csv.reader`` for CSV), in one process, alternating round by round.
+
+The results file is written directly (``bench.data.write_done_results``), as in the resume row; the time is the
+child's wall time, start-up included, for both.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from bench import clients, data, servers
+from bench.measure import ChildRun, run_child
+from bench.sections import Bench, _paired_ratio, timeout_for
+from bench.table import Row, Stat
+
+SCAN_JSON = "import json, sys\nwith open(sys.argv[1], 'rb') as f:\n    for line in f:\n        json.loads(line)\n"
+SCAN_CSV = "import csv, sys\nwith open(sys.argv[1], newline='') as f:\n    for row in csv.reader(f):\n        pass\n"
+
+
+def _scan(kind: str, manifest: Path, *, out_dir: Path, name: str, timeout: float) -> ChildRun:
+    argv = [sys.executable, "-c", SCAN_CSV if kind == "csv" else SCAN_JSON, str(manifest)]
+    return run_child(argv, out_dir=out_dir, name=name, timeout=timeout, env=clients.child_env()).check()
+
+
+def rerun(bench: Bench) -> list[Row]:
+    """Seconds of a rerun with nothing left (JSONL and CSV) vs one stdlib parse of the same manifest."""
+    p = bench.profile
+    lines = p.rerun_lines
+    asset = orjson.loads(servers.canned_body())["asset"]
+    rows = []
+    with bench.server("rerun") as server:
+        for kind in ("jsonl", "csv"):
+            started = time.perf_counter()
+            manifest = bench.tmp / f"rerun-{lines}.{kind}"
+            results = bench.tmp / f"rerun-{kind}.results.jsonl"
+            if kind == "csv":
+                data.write_csv_manifest(manifest, lines, p.seed)
+            else:
+                data.write_manifest(manifest, lines, p.seed)
+            data.write_done_results(results, str(manifest), lines, p.seed, asset)
+            bench.say(f"[rerun] wrote {lines:,} {kind} rows and their results in {time.perf_counter() - started:.1f} s")
+            times: dict[str, list[float]] = {"i": [], "b": [], "rss": []}
+            timeout = timeout_for(lines, speed=5000)
+            for r in range(p.rounds):
+                ingest = functools.partial(
+                    clients.run_ingest, manifest, server.base_url, out_dir=bench.tmp, name=f"rerun-{kind}-r{r}",
+                    concurrency=64, timeout=timeout, resume_from=results,
+                )  # fmt: skip
+                scan = functools.partial(
+                    _scan, kind, manifest, out_dir=bench.tmp, name=f"rerun-scan-{kind}-r{r}", timeout=timeout
+                )
+                if r % 2 == 0:  # alternate the order, as every paired row does
+                    run_i, scanned = ingest(), scan()
+                else:
+                    scanned, run_i = scan(), ingest()
+                if run_i.summary.get("skipped") != lines or run_i.ok:
+                    raise RuntimeError(f"rerun {kind}: expected {lines} skipped and none sent, got {run_i.summary}")
+                times["i"].append(run_i.child.wall_s)
+                times["b"].append(scanned.wall_s)
+                times["rss"].append(run_i.child.peak_rss_mb)
+                bench.say(
+                    f"[rerun] round {r + 1}/{p.rounds} {kind} {lines:,} done: ingest {run_i.child.wall_s:.2f} s "
+                    f"(peak RSS {run_i.child.peak_rss_mb:,.0f} MB), stdlib parse {scanned.wall_s:.2f} s"
+                )
+            results.unlink()
+            manifest.unlink()
+            ratio = _paired_ratio(times["i"], times["b"])
+            baseline = "csv.reader" if kind == "csv" else "json.loads"
+            rows.append(
+                Row("rerun", f"s, nothing left ({kind})", f"{lines:,} done rows", ".2f", Stat.of(times["i"]),
+                    Stat.of(times["b"]), baseline, ratio, "ingest/stdlib", "≤ 1.0", ratio <= 1.0,
+                    note=f"ingest peak RSS {max(times['rss']):,.0f} MB", extra={"peak_rss_mb": times["rss"]})
+            )  # fmt: skip
+    return rows
