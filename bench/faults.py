@@ -105,7 +105,7 @@ def _measure(bench: Bench, section: str, profile: dict[str, Any], items: int, ra
         for r in range(p.rounds):
             (run_i, st_i), (run_n, st_n) = alternate(
                 r, functools.partial(measured, "ingest", r), functools.partial(measured, "naive", r)
-            )  # type: ignore[arg-type]
+            )
             once["ingest"] &= _exactly_once(st_i, items)
             once["naive"] &= _exactly_once(st_n, items)
             for tag, run, st in (("i", run_i, st_i), ("n", run_n, st_n)):

@@ -58,15 +58,18 @@ class Pacer:
 
 
 def backoff(attempt: int, rng: random.Random) -> float:
-    window = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** (attempt - 1))
+    window = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2.0 ** (attempt - 1))
     return window / 2 + rng.uniform(0, window / 2)
 
 
 def retry_after(value: str | None) -> float:
+    if value is None:
+        return 1.0
     try:
-        return max(0.0, float(value)) if value is not None else 1.0
+        seconds = float(value)
     except ValueError:
         return 1.0
+    return max(0.0, seconds)
 
 
 async def run(url: str, path: str, concurrency: int, rate: float) -> dict[str, object]:

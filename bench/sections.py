@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
@@ -66,9 +67,11 @@ def timeout_for(items: int, *, speed: float = CHILD_MIN_SPEED) -> float:
     return CHILD_MIN_TIMEOUT_S + items / speed
 
 
-def alternate(
-    round_index: int, first: Callable[[], Measured], second: Callable[[], Measured]
-) -> tuple[Measured, Measured]:
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+def alternate(round_index: int, first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
     """Run both, in an order that alternates with the round; returns (first's, second's) results."""
     if round_index % 2 == 0:
         a = first()
