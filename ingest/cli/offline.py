@@ -60,13 +60,18 @@ def cmd_failed(args: argparse.Namespace) -> int:
 
 def cmd_fake_server(args: argparse.Namespace) -> int:
     """``ingest fake-server``: serve until SIGINT/SIGTERM."""
-    from ingest.fakeserver import FakeServer, FakeServerConfig, load_profile, serve_forever
+    from ingest.fakeserver import FakeServer, FakeServerConfig, StorageConfig, load_profile, serve_forever
 
     try:
         faults = load_profile(args.profile)
     except (ValueError, OSError) as exc:
         raise UsageError(f"--profile: {exc}") from None
-    config = FakeServerConfig(api_key=args.key, faults=faults)
+    config = FakeServerConfig(
+        api_key=args.key,
+        faults=faults,
+        storage=StorageConfig(token_ttl_s=args.token_ttl),
+        strict_urls=args.strict_urls,
+    )
 
     def ready(server: FakeServer) -> None:
         print(
@@ -74,6 +79,7 @@ def cmd_fake_server(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        print(f"fal storage API listening: --storage-url {server.storage_url}", file=sys.stderr, flush=True)
         print(f"admin: {server.admin_url}/stats", file=sys.stderr, flush=True)
 
     async def serve() -> None:

@@ -79,9 +79,15 @@ def _failed(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _fake_server(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("fake-server", help="run the embedded fake Assets API on loopback")
+    parser = commands.add_parser(
+        "fake-server", help="run the embedded fake Assets API (/v1) and fal storage API (the root) on loopback"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787)
     parser.add_argument("--profile", default="none", help="fault profile name (configs/faults/*.toml) or a path")
     parser.add_argument("--key", default="fake-key", help="the API key the server accepts")
+    parser.add_argument("--token-ttl", type=float, default=3600.0, help="seconds a storage token is accepted")
+    parser.add_argument(
+        "--strict-urls", action="store_true", help="reject asset urls the storage did not issue (not on a fal host)"
+    )
     parser.set_defaults(handler=offline.cmd_fake_server)

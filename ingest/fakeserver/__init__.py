@@ -8,7 +8,8 @@ It serves the test-suite, ``ingest demo``, ``ingest fake-server`` and the chaos 
 
 Modules: ``config`` (settings and fault profiles), ``app`` (the request steps), ``idempotency`` (the key
 store), ``faults`` (seeded fault decisions), ``ratelimit`` (token bucket and 429 hints), ``assets`` (the 201
-body), ``ledger`` (what happened), ``server`` (running it).
+body), ``ledger`` (what happened), ``server`` (running it), ``storage`` and ``blobs`` (fal's storage API at the root:
+tokens, single and multipart uploads, files served back).
 """
 
 from ingest.fakeserver.app import create_app
@@ -16,6 +17,7 @@ from ingest.fakeserver.config import (
     FakeServerConfig,
     FaultConfig,
     RateLimitHint,
+    StorageConfig,
     available_profiles,
     load_profile,
 )
@@ -28,6 +30,7 @@ __all__ = [
     "FaultConfig",
     "Ledger",
     "RateLimitHint",
+    "StorageConfig",
     "available_profiles",
     "create_app",
     "load_profile",

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import math
 import time
+from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
@@ -33,7 +34,10 @@ from ingest.fakeserver.faults import CommitFailure, Faults
 from ingest.fakeserver.idempotency import IdempotencyStore, StoredResponse, Verdict
 from ingest.fakeserver.ledger import Ledger
 from ingest.fakeserver.ratelimit import rate_limit_headers
+from ingest.fakeserver.storage import FakeStorage, add_storage_routes
 from ingest.models import ErrorType, UploadRequest
+
+FAL_HOSTS = ("fal.media", "fal.ai", "fal.run")
 
 UPLOADS_PATH = "/v1/assets/uploads"
 ADMIN_PATH = "/_admin"
@@ -51,8 +55,9 @@ SERVER_ERROR_MESSAGES = {
 class FakeAssetsApi:
     """The state and handlers of one fake server: its ledger, idempotency store, faults and revocation."""
 
-    def __init__(self, config: FakeServerConfig) -> None:
+    def __init__(self, config: FakeServerConfig, storage: FakeStorage | None = None) -> None:
         self.config = config
+        self.storage = storage  # the storage on the same origin, for the strict url check
         self.ledger = Ledger()
         self.store = IdempotencyStore(ttl_s=config.idempotency_ttl_s)
         self.faults = Faults(config.faults)
@@ -96,7 +101,7 @@ class FakeAssetsApi:
         upload = await read_upload(request, request_id)
         if isinstance(upload, web.Response):
             return upload
-        refusal = self._gateway_fault(request_id)
+        refusal = self._strict_url(upload.url, request_id) or self._gateway_fault(request_id)
         if refusal is not None:
             return refusal
         body_sha256 = hashlib.sha256(upload.body_bytes()).hexdigest()
@@ -104,6 +109,15 @@ class FakeAssetsApi:
         if key is None:
             return await self._create(request, request_id, upload, key=None, body_sha256=body_sha256)
         return await self._create_once(request, request_id, upload, key=key, body_sha256=body_sha256)
+
+    def _strict_url(self, url: str, request_id: str) -> web.Response | None:
+        if not self.config.strict_urls or is_fal_host(url):
+            return None
+        if self.storage is not None and self.storage.issued(url):
+            return None
+        self.ledger.foreign_urls_422 += 1
+        message = f"url: {url!r} was not issued by fal storage and is not on a fal host"
+        return error_response(422, "validation_error", message, request_id)
 
     def _gateway_fault(self, request_id: str) -> web.Response | None:
         wait = self.faults.throttle()
@@ -185,6 +199,8 @@ class FakeAssetsApi:
     async def admin_reset(self, request: web.Request) -> web.Response:
         """``POST /_admin/reset``: forget everything, as if the server had just started."""
         self.ledger.reset()
+        if self.storage is not None:
+            self.storage.blobs.clear()
         self.store.clear()
         self.faults.reset()
         self.revoked = False
@@ -200,13 +216,23 @@ class FakeAssetsApi:
 
 
 FAKE_API = web.AppKey("fake_assets_api", FakeAssetsApi)
+FAKE_STORAGE = web.AppKey("fake_storage", FakeStorage)
 
 
 def create_app(config: FakeServerConfig) -> web.Application:
-    """The aiohttp application of a fake Assets API set up by ``config``; its state is ``app[FAKE_API]``."""
-    api = FakeAssetsApi(config)
+    """The aiohttp application of a fake Assets API and storage set up by ``config``; their state is
+    ``app[FAKE_API]`` and ``app[FAKE_STORAGE]``; the storage's spilled bytes are removed at cleanup."""
+    storage = FakeStorage(config.storage, api_key=config.api_key)
+    api = FakeAssetsApi(config, storage)
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[FAKE_API] = api
+    app[FAKE_STORAGE] = storage
+    add_storage_routes(app, storage, ADMIN_PATH)
+
+    async def _remove_spilled(_: web.Application) -> None:
+        storage.blobs.close()
+
+    app.on_cleanup.append(_remove_spilled)
     app.router.add_post(UPLOADS_PATH, api.upload)
     app.router.add_get(f"{ADMIN_PATH}/stats", api.admin_stats)
     app.router.add_get(f"{ADMIN_PATH}/assets", api.admin_assets)
@@ -258,6 +284,12 @@ def json_response(status: int, body: bytes, request_id: str, headers: dict[str, 
     if headers:
         all_headers.update(headers)
     return web.Response(status=status, body=body, content_type="application/json", headers=all_headers)
+
+
+def is_fal_host(url: str) -> bool:
+    """Whether ``url``'s host is one of fal's (or a subdomain of one)."""
+    host = (urlsplit(url).hostname or "").lower()
+    return any(host == suffix or host.endswith("." + suffix) for suffix in FAL_HOSTS)
 
 
 def _is_json(content_type: str) -> bool:

@@ -63,6 +63,27 @@ class FaultConfig(BaseModel):
         return self
 
 
+class StorageConfig(BaseModel):
+    """The fake of fal's storage API (served at the root, beside ``/v1``): token lifetime, where bytes go, faults.
+
+    Faults are drawn from their own ``random.Random(seed)`` so that enabling one leaves the Assets API's sequence
+    alone. Every storage request but ``GET`` of a file may meet the gateway faults (429, 503, an ingress 502 with an
+    HTML body, as nginx answers); a part may also be cut off mid-body or answered without an ``ETag``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    token_ttl_s: Annotated[float, Field(gt=0.0)] = 3600.0  # how long an issued token is accepted
+    spill_dir: Path | None = None  # where stored bytes go (default: a temporary directory, removed at shutdown)
+    seed: int = 0
+    p_429: Probability = 0.0
+    p_503: Probability = 0.0
+    p_502_ingress: Probability = 0.0
+    p_drop_part: Probability = 0.0  # close the connection halfway through a part's body
+    p_missing_etag: Probability = 0.0  # answer a part 200 without an ETag header
+    retry_after_s: Seconds = 0.0  # the Retry-After of a storage 429 / 503
+
+
 class FakeServerConfig(BaseModel):
     """The whole fake server: the one API key it accepts, its faults, and how long it remembers keys."""
 
@@ -71,6 +92,9 @@ class FakeServerConfig(BaseModel):
     api_key: Annotated[str, Field(min_length=1)] = "fake-key"
     faults: FaultConfig = Field(default_factory=FaultConfig)
     idempotency_ttl_s: Annotated[float, Field(gt=0.0)] | None = None  # None: keys are never forgotten
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    # The Assets API rejects (422) a url that its storage did not issue and that is not on a fal host.
+    strict_urls: bool = False
 
 
 def load_profile(name_or_path: str) -> FaultConfig:

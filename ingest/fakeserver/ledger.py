@@ -31,6 +31,7 @@ class Ledger:
         self.payload_changed_422 = 0  # answers to a key reused with another body
         self.dropped = 0  # connections closed without an answer (after the asset was created)
         self.auth_failures = 0  # 401 and 403 answers
+        self.foreign_urls_422 = 0  # answers rejecting a url the storage did not issue (strict_urls)
         self.keys: set[str] = set()  # idempotency keys under which an asset was created
         self._bodies: Counter[str] = Counter()  # body sha256 -> assets created with it
         self._urls: Counter[str] = Counter()  # url -> assets created with it
@@ -91,6 +92,7 @@ class Ledger:
             "max_requests_in_any_1s": peak_in_window(self.arrivals, WINDOW_S),
             "first_1s_requests": first_window_count(self.arrivals, WINDOW_S),
             "auth_failures": self.auth_failures,
+            "foreign_urls_422": self.foreign_urls_422,
             "requests_after_first_auth_failure": self._requests_after_first_auth_failure(),
         }
 

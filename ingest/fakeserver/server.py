@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import anyio
 from aiohttp import web
 
-from ingest.fakeserver.app import ADMIN_PATH, FAKE_API, create_app
+from ingest.fakeserver.app import ADMIN_PATH, FAKE_API, FAKE_STORAGE, create_app
 from ingest.fakeserver.config import FakeServerConfig
 from ingest.fakeserver.ledger import Ledger
+from ingest.fakeserver.storage import FakeStorage
 
 SHUTDOWN_GRACE_S = 0.25  # how long in-flight requests may go on once the server stops, before being cancelled
 
@@ -29,6 +30,8 @@ class FakeServer:
     admin_url: str  # e.g. "http://127.0.0.1:54321/_admin"
     ledger: Ledger = field(repr=False)
     config: FakeServerConfig = field(repr=False)
+    storage_url: str = ""  # the storage API's root, e.g. "http://127.0.0.1:54321" (--storage-url)
+    storage: FakeStorage | None = field(default=None, repr=False)  # its files, tokens and ledger
 
 
 @contextlib.asynccontextmanager
@@ -50,7 +53,14 @@ async def running_fake_server(
         await web.TCPSite(runner, host, port).start()
         root = _http_root(runner.addresses[0])
         ledger = app[FAKE_API].ledger
-        yield FakeServer(url=f"{root}/v1", admin_url=f"{root}{ADMIN_PATH}", ledger=ledger, config=config)
+        yield FakeServer(
+            url=f"{root}/v1",
+            admin_url=f"{root}{ADMIN_PATH}",
+            ledger=ledger,
+            config=config,
+            storage_url=root,
+            storage=app[FAKE_STORAGE],
+        )
     finally:
         with anyio.CancelScope(shield=True):  # stop listening even when the caller is being cancelled
             await runner.cleanup()

@@ -1,0 +1,155 @@
+"""The fake storage's bytes and bookkeeping: files on disk, multipart uploads in progress, issued tokens.
+
+Bytes are spilled to a directory as they arrive (a 1 GiB upload costs the fake no memory); a multipart upload keeps
+one file per part and concatenates them in part order on ``complete``. ``StorageLedger`` holds the figures a test
+checks (tokens issued, uploads, parts, bytes, rejections) and every stored file with its sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+COPY_CHUNK = 1 << 20
+
+
+@dataclass(slots=True)
+class StoredFile:
+    """A file the storage holds, reachable at ``access_url``."""
+
+    file_id: str
+    file_name: str
+    content_type: str
+    path: Path
+    size: int
+    sha256: str
+    access_url: str
+
+    def public(self) -> dict[str, Any]:
+        """JSON-ready, without the local path."""
+        return {
+            "file_id": self.file_id,
+            "file_name": self.file_name,
+            "content_type": self.content_type,
+            "size": self.size,
+            "sha256": self.sha256,
+            "access_url": self.access_url,
+        }
+
+
+@dataclass(slots=True)
+class PendingUpload:
+    """A multipart upload between ``start`` and ``complete``: its future file and the parts received so far."""
+
+    upload_id: str
+    file_id: str
+    file_name: str
+    content_type: str
+    access_url: str
+    parts: dict[int, tuple[Path, str]] = field(default_factory=dict)  # part number -> (its file, its ETag)
+
+
+@dataclass(slots=True)
+class StorageLedger:
+    """What the fake storage did; ``GET /_admin/storage/stats`` serves ``stats()``."""
+
+    tokens_issued: int = 0
+    single_uploads: int = 0
+    multipart_started: int = 0
+    parts_received: int = 0
+    parts_dropped: int = 0
+    completed: int = 0
+    bytes_received: int = 0  # every body byte read, parts that were later replaced included
+    by_status: Counter[int] = field(default_factory=Counter)  # status -> storage answers (files served excluded)
+
+    def stats(self, files: int) -> dict[str, Any]:
+        """Every figure, JSON-ready."""
+        return {
+            "tokens_issued": self.tokens_issued,
+            "single_uploads": self.single_uploads,
+            "multipart_started": self.multipart_started,
+            "parts_received": self.parts_received,
+            "parts_dropped": self.parts_dropped,
+            "completed": self.completed,
+            "bytes_received": self.bytes_received,
+            "files": files,
+            "by_status": {str(status): n for status, n in sorted(self.by_status.items())},
+        }
+
+
+class BlobStore:
+    """Files and pending uploads under one directory (a temporary one unless ``root`` is given)."""
+
+    def __init__(self, root: Path | None) -> None:
+        self._owned = root is None  # a temporary directory is removed by close()
+        self.root = Path(tempfile.mkdtemp(prefix="ingest-fake-storage-")) if root is None else root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.files: dict[str, StoredFile] = {}  # file id -> the file
+        self.by_url: dict[str, StoredFile] = {}  # access url -> the file
+        self.pending: dict[str, PendingUpload] = {}  # upload id -> the multipart upload
+        self.tokens: dict[str, float] = {}  # token -> wall-clock expiry (seconds since the epoch)
+
+    def new_id(self) -> str:
+        """A fresh opaque id, URL-safe."""
+        return secrets.token_hex(8)
+
+    def scratch(self, name: str) -> Path:
+        """A path for bytes being received."""
+        return self.root / f"{name}.part"
+
+    def add_file(self, stored: StoredFile) -> None:
+        """Make ``stored`` reachable."""
+        self.files[stored.file_id] = stored
+        self.by_url[stored.access_url] = stored
+
+    def assemble(self, upload: PendingUpload, order: list[int]) -> StoredFile:
+        """Concatenate ``upload``'s parts in ``order`` into its final file, hashing as it goes."""
+        final = self.root / upload.file_id
+        digest, size = hashlib.sha256(), 0
+        with final.open("wb") as out:
+            for number in order:
+                part_path = upload.parts[number][0]
+                with part_path.open("rb") as part:
+                    while chunk := part.read(COPY_CHUNK):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        out.write(chunk)
+        for part_path, _ in upload.parts.values():
+            part_path.unlink(missing_ok=True)
+        stored = StoredFile(
+            upload.file_id, upload.file_name, upload.content_type, final, size, digest.hexdigest(), upload.access_url
+        )
+        self.add_file(stored)
+        return stored
+
+    def forget_pending(self) -> int:
+        """Drop every multipart upload in progress (their ids become unknown); returns how many."""
+        count = len(self.pending)
+        for upload in self.pending.values():
+            for part_path, _ in upload.parts.values():
+                part_path.unlink(missing_ok=True)
+        self.pending.clear()
+        return count
+
+    def clear(self) -> None:
+        """Forget every file, upload and token."""
+        self.forget_pending()
+        for stored in self.files.values():
+            stored.path.unlink(missing_ok=True)
+        self.files.clear()
+        self.by_url.clear()
+        self.tokens.clear()
+
+    def close(self) -> None:
+        """Remove the directory if it is a temporary one."""
+        if self._owned:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return f"BlobStore(root={str(self.root)!r}, files={len(self.files)}, pending={len(self.pending)})"
