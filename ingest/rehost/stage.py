@@ -1,0 +1,203 @@
+"""The rehost stage: from a manifest url to a fal url, exactly once (``Rehoster.rehost``).
+
+1. Open the source and fingerprint it (no bytes read).
+2. The journal already has an ``uploaded`` record for the key: same fingerprint, reuse its url (no upload); another
+   fingerprint, the source changed after its upload: ``SourceChanged`` (the key's body must never change).
+3. ``dedupe_content`` (local files): hash the file first; bytes already uploaded under another name reuse that url.
+4. Upload: one request up to ``MULTIPART_THRESHOLD``, else ``MultipartUpload``. The sha256 is of the bytes as sent.
+5. Journal the ``uploaded`` record (fsynced) and return it: only then may the url be registered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import random
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import structlog
+
+from ingest.credentials import ApiKey
+from ingest.rehost.bandwidth import Bandwidth
+from ingest.rehost.client import StorageClient
+from ingest.rehost.content_types import content_type_for
+from ingest.rehost.journal import RehostJournal
+from ingest.rehost.multipart import MULTIPART_THRESHOLD, PART_SIZE, MultipartUpload, PartBuffers
+from ingest.rehost.sources import Fingerprint, Source, SourceError, Sources
+from ingest.rehost.storage import DEFAULT_STORAGE_URL, Requests, StorageRetry, TokenCache
+
+log = structlog.get_logger("ingest.rehost.stage")
+
+DEFAULT_MAX_JOURNAL_AGE = 6 * 3600.0  # seconds an unfinished multipart upload may be resumed
+
+
+class SourceChanged(Exception):
+    """The source's fingerprint differs from the one recorded when it was uploaded."""
+
+
+@dataclass(frozen=True, slots=True)
+class RehostOptions:
+    """How the stage behaves."""
+
+    part_workers: int = 4  # part uploads in flight per file (the run-wide cap is the client's slots)
+    max_journal_age: float = DEFAULT_MAX_JOURNAL_AGE
+    dedupe_content: bool = False
+    multipart_threshold: int = MULTIPART_THRESHOLD
+
+
+@dataclass(frozen=True, slots=True)
+class RehostConfig:
+    """Everything a run's rehost stage is built from (resolved from settings by the CLI)."""
+
+    storage_url: str = DEFAULT_STORAGE_URL
+    upload_concurrency: int = 4  # storage requests in flight at once, for the whole run
+    bwlimit: float | None = None  # bytes a second for all uploads together
+    options: RehostOptions = RehostOptions()
+
+
+def create_rehoster(
+    session: aiohttp.ClientSession,
+    api_key: ApiKey,
+    config: RehostConfig,
+    *,
+    journal: RehostJournal,
+    policy: StorageRetry,
+    rng: random.Random,
+) -> Rehoster:
+    """A rehoster sharing the run's session; part buffers: one per upload slot, plus one being filled."""
+    requests = Requests(session, policy, rng)
+    tokens = TokenCache(session, api_key, config.storage_url)
+    slots = anyio.CapacityLimiter(config.upload_concurrency)
+    client = StorageClient(requests, tokens, bandwidth=Bandwidth(config.bwlimit), slots=slots)
+    buffers = PartBuffers(config.upload_concurrency + 1)
+    return Rehoster(client, Sources(session), journal, buffers, config.options)
+
+
+class Rehoster:
+    """Uploads sources into fal storage for one run."""
+
+    def __init__(
+        self,
+        client: StorageClient,
+        sources: Sources,
+        journal: RehostJournal,
+        buffers: PartBuffers,
+        options: RehostOptions,
+    ) -> None:
+        self.client, self.sources, self.journal = client, sources, journal
+        self.buffers, self.options = buffers, options
+        self.bytes_uploaded = 0  # bytes of sources uploaded by this run (resumed parts excluded)
+        self.uploads = 0  # sources uploaded by this run
+        self.reused = 0  # sources whose earlier upload was reused
+
+    async def fingerprint(self, url: str, manifest_dir: Path) -> tuple[Source, Fingerprint]:
+        """The source of ``url`` and its current fingerprint."""
+        source = self.sources.open(url, manifest_dir=manifest_dir)
+        return source, await source.stat()
+
+    async def rehost(self, key: str, url: str, manifest_dir: Path) -> dict[str, Any]:
+        """The ``rehost`` object of ``url`` (see the module docstring); ``SourceError``, ``StorageError`` or
+        ``SourceChanged`` when it cannot be had."""
+        source, fingerprint = await self.fingerprint(url, manifest_dir)
+        prior = self.journal.uploaded.get(key)
+        if prior is not None:
+            if prior["fingerprint"] != fingerprint.as_dict():
+                raise SourceChanged(f"{source.location} changed after it was uploaded to {prior['url']}")
+            self.reused += 1
+            return prior
+        started = time.monotonic()
+        content_type = content_type_for(source.file_name)
+        fal_url, sha256, size, how = await self._upload(key, source, fingerprint, content_type)
+        rehost = {
+            "source": url,
+            "kind": source.kind,
+            "fingerprint": fingerprint.as_dict(),
+            "sha256": sha256,
+            "size": size,
+            "content_type": content_type,
+            "url": fal_url,
+            "how": how,
+            "upload_ms": int((time.monotonic() - started) * 1000),
+        }
+        await self.journal.record_uploaded(key, rehost)
+        log.info("rehost.uploaded", key=key, source=url, kind=source.kind, size=size, how=how, url=fal_url)
+        return rehost
+
+    async def _upload(
+        self, key: str, source: Source, fingerprint: Fingerprint, content_type: str
+    ) -> tuple[str, str, int, str]:
+        """(fal url, sha256, size, how): how is "single", "multipart" or "deduplicated"."""
+        if self.options.dedupe_content and source.kind == "local":
+            digest, size = await _hash(source.read())
+            if (known := self.journal.by_sha256.get(digest)) is not None:
+                self.reused += 1
+                return known, digest, size, "deduplicated"
+        size_known = fingerprint.size
+        if size_known is None or size_known > self.options.multipart_threshold:
+            upload = MultipartUpload(
+                self.client,
+                source,
+                key=key,
+                fingerprint=fingerprint,
+                content_type=content_type,
+                journal=self.journal,
+                buffers=self.buffers,
+                workers=self.options.part_workers,
+                max_age=self.options.max_journal_age,
+            )
+            result = await upload.run()
+            self.uploads += 1
+            self.bytes_uploaded += max(0, result.size - result.resumed_parts * PART_SIZE)
+            return result.url, result.sha256, result.size, "multipart"
+        return await self._single(source, size_known, content_type)
+
+    async def _single(self, source: Source, size: int, content_type: str) -> tuple[str, str, int, str]:
+        hashers: list[_Hashing] = []
+
+        def body() -> AsyncGenerator[bytes]:
+            hashing = _Hashing(source, size)
+            hashers.append(hashing)
+            return hashing.read()
+
+        fal_url = await self.client.upload(body, size=size, file_name=source.file_name, content_type=content_type)
+        self.uploads += 1
+        self.bytes_uploaded += size
+        return fal_url, hashers[-1].digest.hexdigest(), size, "single"
+
+    def __repr__(self) -> str:
+        return f"Rehoster(uploads={self.uploads}, reused={self.reused}, bytes={self.bytes_uploaded}, {self.journal!r})"
+
+
+class _Hashing:
+    """One attempt's read of a source, hashed as it goes out; a size other than the fingerprint's is an error."""
+
+    def __init__(self, source: Source, size: int) -> None:
+        self.source, self.size = source, size
+        self.digest = hashlib.sha256()  # of the bytes read so far
+
+    async def read(self) -> AsyncGenerator[bytes]:
+        seen = 0
+        async with contextlib.aclosing(self.source.read()) as chunks:
+            async for chunk in chunks:
+                seen += len(chunk)
+                if seen > self.size:
+                    raise SourceError(f"{self.source.location} grew while being read", retryable=True)
+                self.digest.update(chunk)
+                yield chunk
+        if seen != self.size:
+            raise SourceError(f"{self.source.location} shrank while being read", retryable=True)
+
+
+async def _hash(chunks: AsyncGenerator[bytes]) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    async with contextlib.aclosing(chunks) as stream:
+        async for chunk in stream:
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
