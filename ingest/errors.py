@@ -10,7 +10,10 @@ IngestError                     base of everything below; carries the process ex
 │   └── ResultsLockedError      another run holds the results file's lock
 ├── ApiError                    an HTTP answer that ends the run (not one item); status, type, request id
 │   └── AuthRejected            401/403: the key is wrong or revoked; the run aborts (exit 3)
-└── RunAborted                  the run stopped early on purpose (credentials rejected, failure threshold) (exit 3)
+├── RunAborted                  the run stopped early on purpose (credentials rejected, failure threshold) (exit 3)
+│   └── TlsFailure              the server's TLS certificate or handshake failed verification (exit 3)
+└── ServiceUnavailable          the service as a whole cannot be used: endpoint not found, unreachable, an outage
+                                longer than ``max_outage``; items stay pending (exit 4)
 ```
 
 Errors raised while a run is going are caught at the run's edge (``RunControl.abort`` keeps the first as the
@@ -25,6 +28,7 @@ EXIT_OK = 0
 EXIT_ITEMS_FAILED = 1
 EXIT_USAGE = 2
 EXIT_ABORTED = 3
+EXIT_SERVICE_UNAVAILABLE = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -78,3 +82,14 @@ class RunAborted(IngestError):
     """The run was stopped on purpose before all items were tried (credentials rejected, failure threshold)."""
 
     exit_code = EXIT_ABORTED
+
+
+class TlsFailure(RunAborted):
+    """TLS verification or the handshake with the API failed: a wrong host, a proxy, a broken CA bundle (exit 3)."""
+
+
+class ServiceUnavailable(IngestError):
+    """The service as a whole could not be used (no upload endpoint at the URL, unreachable, an outage longer than
+    ``max_outage``): not a failure of any item, so nothing is recorded for them and the same command resumes."""
+
+    exit_code = EXIT_SERVICE_UNAVAILABLE

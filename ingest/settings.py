@@ -9,14 +9,23 @@ TOML layout: top-level keys are the fields of ``Settings``; ``[manifest]`` holds
 ``ManifestSettings`` with ``[manifest.columns]`` and ``[manifest.defaults]`` tables. Environment variables are
 ``INGEST_<FIELD>`` (``INGEST_RATE=5``) and ``INGEST_MANIFEST__<FIELD>`` for the manifest table; list and table values
 are JSON (``INGEST_KEY_FIELDS='["url","collection_id"]'``).
+
+An ``INGEST_*`` variable that names no setting never stops a run (``unknown_env_variables``): Kubernetes injects
+``<SERVICE>_SERVICE_HOST``, ``<SERVICE>_PORT``, ``<SERVICE>_PORT_9090_TCP_ADDR``… for every Service of a namespace,
+so a Service named ``ingest`` yields ``INGEST_PORT`` and friends; those are ignored silently, any other unknown one
+gets one warning (with the closest setting's variable when there is one). A bad *value* of a known variable is
+still an error.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,6 +78,14 @@ class Settings(BaseModel):
     backoff_initial: float = Field(default=0.5, gt=0, description="first backoff window, seconds")
     backoff_max: float = Field(default=30.0, gt=0, description="largest backoff window, seconds")
     max_server_wait: float = Field(default=300.0, gt=0, description="clamp on a server's Retry-After / reset hint")
+    max_outage: float = Field(
+        default=300.0,
+        gt=0,
+        description="seconds the run waits for a vanished or unreachable service before stopping (exit 4)",
+    )
+    preflight: bool = Field(
+        default=True, description="probe the endpoint with an empty body before the first item (--no-preflight)"
+    )
     connect_timeout: float = Field(default=10.0, gt=0, description="seconds to open a connection")
     request_timeout: float = Field(default=60.0, gt=0, description="seconds for a whole request and response")
     max_response_bytes: int = Field(default=1 << 20, gt=0, description="a larger response body is an error")
@@ -148,21 +165,66 @@ def load_toml(path: Path) -> dict[str, Any]:
 
 
 def env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Settings from ``INGEST_*`` variables, and for each dotted key the variable it came from."""
+    """Settings from the ``INGEST_*`` variables that name one, and for each dotted key the variable it came from."""
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX):
+        path = _setting_path(name)
+        if path is None:
             continue
-        path = name[len(ENV_PREFIX) :].lower().split("__")
-        if path[0] in _nested_fields() and len(path) == 2:
+        if len(path) == 2:
             values.setdefault(path[0], {})[path[1]] = _env_value(raw)
-        elif len(path) == 1:
-            values[path[0]] = _env_value(raw)
         else:
-            values[".".join(path)] = raw  # unknown shape: let validation name it
+            values[path[0]] = _env_value(raw)
         origin[".".join(path)] = name
     return values, origin
+
+
+# Service variables Kubernetes injects into every pod of a namespace, for each Service (here one named `ingest`):
+# INGEST_SERVICE_HOST, INGEST_SERVICE_PORT(_<name>), INGEST_PORT, INGEST_PORT_9090_TCP(_ADDR|_PORT|_PROTO).
+_KUBERNETES_SERVICE_VARIABLE = re.compile(r"_SERVICE_HOST$|_SERVICE_PORT|_PORT$|_PORT_\d+_(?:TCP|UDP|SCTP)")
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownVariable:
+    """An ``INGEST_*`` variable that names no setting, and the closest setting's variable, if any."""
+
+    name: str
+    did_you_mean: str | None
+
+
+def unknown_env_variables(env: Mapping[str, str]) -> list[UnknownVariable]:
+    """The ``INGEST_*`` variables that name no setting and are not Kubernetes service variables (sorted)."""
+    unknown = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or _setting_path(name) is not None:
+            continue
+        if _KUBERNETES_SERVICE_VARIABLE.search(name):
+            continue
+        close = difflib.get_close_matches(name, _known_variables(), n=1, cutoff=0.8)
+        unknown.append(UnknownVariable(name, close[0] if close else None))
+    return unknown
+
+
+def _setting_path(name: str) -> list[str] | None:
+    """``INGEST_RATE`` → ``["rate"]``, ``INGEST_MANIFEST__FORMAT`` → ``["manifest", "format"]``; ``None`` when the
+    variable names no setting."""
+    if not name.startswith(ENV_PREFIX):
+        return None
+    path = name[len(ENV_PREFIX) :].lower().split("__")
+    nested = _nested_fields()
+    if len(path) == 1 and path[0] in Settings.model_fields and path[0] not in nested:
+        return path
+    if len(path) == 2 and path[0] in nested and path[1] in nested[path[0]].model_fields:
+        return path
+    return None
+
+
+def _known_variables() -> list[str]:
+    names = [ENV_PREFIX + name.upper() for name in Settings.model_fields if name not in _nested_fields()]
+    for table, model in _nested_fields().items():
+        names += [f"{ENV_PREFIX}{table.upper()}__{name.upper()}" for name in model.model_fields]
+    return names
 
 
 def _env_value(raw: str) -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ingest.errors import ConfigError
-from ingest.settings import Settings, build_settings
+from ingest.settings import Settings, UnknownVariable, build_settings, unknown_env_variables
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -68,8 +68,6 @@ def test_bad_env_value_names_variable() -> None:
     """A bad environment value names the variable."""
     with pytest.raises(ConfigError, match="INGEST_RATE: Input should be greater than 0"):
         build_settings(env={"INGEST_RATE": "-1"})
-    with pytest.raises(ConfigError, match="INGEST_RATTE: unknown setting"):
-        build_settings(env={"INGEST_RATTE": "1"})
 
 
 def test_bad_flag_names_flag() -> None:
@@ -92,3 +90,38 @@ def test_broken_toml_names_file(tmp_path: Path) -> None:
 def test_shipped_profiles_are_valid(profile: str) -> None:
     """Every settings profile shipped in configs/ loads."""
     build_settings(config_file=CONFIGS / profile, env={})
+
+
+def test_unknown_env_variables_are_ignored_not_errors() -> None:
+    """An ``INGEST_*`` variable that names no setting is left out of the settings instead of failing them."""
+    settings = build_settings(env={"INGEST_RATTE": "1", "INGEST_CMD": "run", "INGEST_MANIFEST__FORMT": "csv"})
+    assert settings == Settings()
+
+
+def test_kubernetes_service_variables_are_silent_others_get_a_did_you_mean() -> None:
+    """Kubernetes' service variables for a Service named ``ingest`` are not reported; a typo names the setting."""
+    env = {
+        "INGEST_SERVICE_HOST": "10.0.0.7",
+        "INGEST_SERVICE_PORT": "9090",
+        "INGEST_SERVICE_PORT_METRICS": "9090",
+        "INGEST_PORT": "tcp://10.0.0.7:9090",
+        "INGEST_PORT_9090_TCP": "tcp://10.0.0.7:9090",
+        "INGEST_PORT_9090_TCP_ADDR": "10.0.0.7",
+        "INGEST_PORT_9090_TCP_PORT": "9090",
+        "INGEST_PORT_9090_TCP_PROTO": "tcp",
+        "INGEST_METRICS_PORT": "9090",  # a real setting that happens to end in _PORT
+        "INGEST_RAT": "5",
+        "INGEST_CMD": "run",
+        "OTHER_RAT": "5",
+    }
+    assert unknown_env_variables(env) == [
+        UnknownVariable("INGEST_CMD", None),
+        UnknownVariable("INGEST_RAT", "INGEST_RATE"),
+    ]
+    assert build_settings(env=env).metrics_port == 9090
+
+
+def test_bad_value_of_a_known_variable_is_still_an_error() -> None:
+    """Ignoring unknown variables does not soften a bad value of a known one."""
+    with pytest.raises(ConfigError, match="INGEST_CONCURRENCY"):
+        build_settings(env={"INGEST_CONCURRENCY": "many", "INGEST_PORT": "tcp://10.0.0.7:9090"})

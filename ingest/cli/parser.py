@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ingest {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _run(commands)
+    _check(commands)
     _validate(commands)
     _report(commands)
     _failed(commands)
@@ -45,6 +46,15 @@ def _run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_setting_flags(parser)
     add_manifest_flags(parser)
     parser.set_defaults(handler=run.cmd_run)
+
+
+def _check(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ingest.cli.check import CHECK_SETTINGS, cmd_check
+
+    parser = commands.add_parser("check", help="probe the endpoint and the key (the run's preflight) and exit")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file (configs/*.toml)")
+    add_setting_flags(parser, CHECK_SETTINGS)
+    parser.set_defaults(handler=cmd_check)
 
 
 def _validate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+import structlog
 
 from ingest.admission.keys import KeyDeriver
 from ingest.admission.shard import Shard, parse_shard
@@ -20,7 +22,7 @@ from ingest.logs import configure_logging
 from ingest.manifest.source import ManifestOptions, ManifestSource, preflight
 from ingest.results.naming import default_results_path, expand_shard_placeholder
 from ingest.run.pipeline import RunConfig, RunReport, run_pipeline
-from ingest.settings import Settings, build_settings
+from ingest.settings import Settings, build_settings, unknown_env_variables
 from ingest.upload.client import ClientOptions
 from ingest.upload.retry import RetryPolicy
 from ingest.upload.transport import check_transport
@@ -31,10 +33,23 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return build_settings(flags=flag_layer(args), config_file=getattr(args, "config", None))
 
 
+def warn_unknown_env() -> None:
+    """One ``settings.unknown_variable`` warning per ``INGEST_*`` variable that names no setting (it is ignored)."""
+    log = structlog.get_logger("ingest.settings")
+    for variable in unknown_env_variables(os.environ):
+        log.warning(
+            "settings.unknown_variable",
+            variable=variable.name,
+            did_you_mean=variable.did_you_mean,
+            action="ignored",
+        )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``ingest run``."""
     settings = load_settings(args)
     configure_logging(fmt=settings.log_format, level=settings.log_level)
+    warn_unknown_env()
     check_transport(settings.base_url, allow_insecure_http=settings.allow_insecure_http)
     sources = open_sources(args.manifests, settings)
     config = run_config(settings, sources, limit=args.limit, handle_signals=True)
@@ -141,6 +156,8 @@ def run_config(
         limit=limit,
         shard=shard,
         max_duration=settings.max_duration,
+        max_outage=settings.max_outage,
+        preflight=settings.preflight,
         progress=progress_mode(settings.progress),
         metrics_port=settings.metrics_port,
         metrics_host=settings.metrics_host,

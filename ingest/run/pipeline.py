@@ -33,7 +33,7 @@ from ingest.admission.admit import Admission, WorkItem
 from ingest.admission.keys import KeyDeriver
 from ingest.admission.shard import Shard
 from ingest.credentials import ApiKey
-from ingest.errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK, IngestError
+from ingest.errors import EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK, IngestError
 from ingest.manifest.source import ManifestOptions, ManifestSource
 from ingest.results.index import ResumeIndex, load_index, repair
 from ingest.results.lock import ResultsLock
@@ -47,7 +47,9 @@ from ingest.run.stats import RunStats
 from ingest.settings import default
 from ingest.upload.client import AssetsClient, ClientOptions, open_session
 from ingest.upload.consumer import Consumer
+from ingest.upload.health import OUTAGE_PROBE_MAX, ServiceHealth
 from ingest.upload.limiter import RateLimiter
+from ingest.upload.preflight import preflight
 from ingest.upload.retry import RetryPolicy
 
 log = structlog.get_logger("ingest.run")
@@ -78,6 +80,8 @@ class RunConfig:
     seed: int | None = None  # for the backoff jitter; None: from the OS
     shard: Shard | None = None  # this process's part of the key space (--shard K/N)
     max_duration: float | None = None  # stop taking new items after this many seconds, then drain
+    max_outage: float = default("max_outage")  # seconds to wait for a vanished or unreachable service
+    preflight: bool = False  # probe the endpoint before the first item (the CLI's default is on: settings)
     progress: str = "log"  # "bar" (a live display on a terminal), "log" (run.progress events) or "off"
     metrics_port: int | None = None  # serve Prometheus metrics on this port while running
     metrics_host: str = default("metrics_host")
@@ -97,7 +101,7 @@ class RunReport:
     def exit_code(self) -> int:
         """The README's § Exit codes."""
         if self.aborted is not None:
-            return EXIT_ABORTED
+            return self.aborted.exit_code  # 3, or 4 when the service could not be used
         if self.interrupted:
             return EXIT_INTERRUPTED
         # Items that failed permanently in an earlier run and were skipped are still not in the library:
@@ -166,7 +170,10 @@ class _Run:
             metrics = start_metrics(self.config, self.stats, self.limiter)
             try:
                 async with open_session(self.config.client) as session:
-                    await self._supervise(AssetsClient(session, self.api_key, self.config.client), metrics)
+                    client = AssetsClient(session, self.api_key, self.config.client)
+                    if self.config.preflight:
+                        await preflight(client)  # a wrong URL or key stops here: nothing sent, nothing recorded
+                    await self._supervise(client, metrics)
             finally:
                 if metrics is not None:
                     metrics.close()
@@ -213,6 +220,12 @@ class _Run:
             limiter=self.limiter,
             policy=config.policy,
             brakes=self.control,
+            health=ServiceHealth(
+                client,
+                max_outage=config.max_outage,
+                probe_max=min(config.policy.backoff_max, OUTAGE_PROBE_MAX),
+                stop=self.control.abort,
+            ),
             counters=self.stats,
             run_id=self.stats.run_id,
             rng=random.Random(config.seed),

@@ -15,11 +15,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from ingest.errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from ingest.errors import (
+    EXIT_ABORTED,
+    EXIT_INTERRUPTED,
+    EXIT_ITEMS_FAILED,
+    EXIT_OK,
+    EXIT_SERVICE_UNAVAILABLE,
+    EXIT_USAGE,
+    UsageError,
+)
 from ingest.results.naming import shard_results_path
 
 # Most serious first: what the parent exits with when children disagree.
-SEVERITY = (EXIT_ABORTED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK)
+SEVERITY = (EXIT_ABORTED, EXIT_USAGE, EXIT_SERVICE_UNAVAILABLE, EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK)
 
 
 def strip_options(argv: Sequence[str], names: Sequence[str]) -> list[str]:

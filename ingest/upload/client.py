@@ -26,6 +26,7 @@ from ingest.upload.retry import server_wait
 from ingest.version import __version__
 
 UPLOAD_PATH = "/assets/uploads"
+PROBE_BODY = b"{}"  # valid JSON, not a valid upload: answered 400/422, creates nothing
 USER_AGENT = f"ingest/{__version__}"
 
 log = structlog.get_logger("ingest.upload.client")
@@ -97,7 +98,14 @@ class AssetsClient:
 
     async def upload(self, body: bytes, key: str) -> AttemptResult:
         """One attempt with ``Idempotency-Key: key``; see ``AttemptResult``."""
-        headers = {**self._headers, "Idempotency-Key": key}
+        return await self._post(body, {**self._headers, "Idempotency-Key": key})
+
+    async def probe(self) -> AttemptResult:
+        """One request that cannot create anything: an empty JSON body, no idempotency key. The API answers it
+        400/422 when the endpoint and the key are right (``ingest.upload.preflight`` reads the answer)."""
+        return await self._post(PROBE_BODY, self._headers)
+
+    async def _post(self, body: bytes, headers: dict[str, str]) -> AttemptResult:
         try:
             async with self._session.post(self.url, data=body, headers=headers, allow_redirects=False) as resp:
                 payload = self._mask(await _read_capped(resp, self._options.max_response_bytes))
@@ -107,6 +115,8 @@ class AssetsClient:
         except ResponseTooLarge:
             limit = self._options.max_response_bytes
             return AttemptResult(None, error=ErrorInfo("bad_response", f"response body larger than {limit} bytes"))
+        except aiohttp.ClientSSLError as exc:
+            return AttemptResult(None, error=ErrorInfo("tls_error", _describe(exc)))
         except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
             return AttemptResult(None, error=ErrorInfo("connection_error", _describe(exc)))
 

@@ -3,7 +3,8 @@
 Every attempt passes the shared ``RateLimiter``; the decision after an attempt is the policy's (``decide``), and
 the consumer only acts on it: sleep and retry, pause the whole run (``Decision.pause_all``), or record the final
 outcome. An item the run stops for (a signal, an abort) returns ``None``: it has no record and stays pending, so the
-next run sends it again with the same key.
+next run sends it again with the same key. A failure that is the service's, not the item's (the endpoint gone, the
+server unreachable), is ``ServiceHealth``'s to judge: the item waits for the service and is not charged for it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ingest.errors import AuthRejected, IngestError
 from ingest.results.record import Result, Status, error_dict
 from ingest.streams import receive, send
 from ingest.upload.client import AssetsClient, AttemptResult
+from ingest.upload.health import Health, ServiceHealth
 from ingest.upload.limiter import RateLimiter
 from ingest.upload.retry import Outcome, RetryPolicy, classify, decide
 
@@ -58,6 +60,7 @@ class Consumer:
         limiter: RateLimiter,
         policy: RetryPolicy,
         brakes: Brakes,
+        health: ServiceHealth,
         counters: AttemptCounters,
         run_id: str,
         rng: random.Random,
@@ -67,6 +70,7 @@ class Consumer:
         self.limiter = limiter  # every attempt passes it, retries too
         self.policy = policy
         self.brakes = brakes
+        self.health = health  # tells the service's failures from the item's
         self.counters = counters
         self.run_id = run_id  # stamped on every record
         self.rng = rng  # backoff jitter
@@ -88,25 +92,37 @@ class Consumer:
                     await send(results, result)
 
     async def upload(self, item: WorkItem) -> Result | None:
-        """Attempt ``item`` until it succeeds or the policy gives up; ``None`` leaves it pending."""
-        started, attempt, conflicts = time.monotonic(), 0, 0
+        """Attempt ``item`` until it succeeds or the policy gives up; ``None`` leaves it pending.
+
+        ``attempt`` counts the requests sent (recorded); ``charged`` those that count toward the item's budget:
+        not an attempt the service's outage spoiled, nor a 429 answered while the run-wide pause holds.
+        """
+        started, attempt, charged, conflicts = time.monotonic(), 0, 0, 0
         while True:
             await self.limiter.acquire()
             if self.brakes.stopping:
                 return None
             attempt += 1
+            sent = time.monotonic()
             answer = await self._attempt(item, retry=attempt > 1)
             outcome = classify(answer.status)
             elapsed = time.monotonic() - started
             if outcome is Outcome.SUCCESS:
+                self.health.alive()
                 return self._succeeded(item, answer, attempt, elapsed)
             if outcome is Outcome.AUTH:
                 self._auth_rejected(item, answer)
                 return None
+            verdict = await self.health.judge(answer, sent=sent)
+            if verdict is Health.STOP or self.brakes.stopping:
+                return None
+            if verdict is Health.RESUME:
+                continue
+            charged += not (outcome is Outcome.THROTTLED and self.limiter.paused_until > sent)
             conflicts += outcome is Outcome.CONFLICT
             decision = decide(
                 outcome,
-                attempt=attempt,
+                attempt=charged,
                 elapsed=elapsed,
                 server_wait=answer.server_wait,
                 policy=self.policy,

@@ -107,7 +107,10 @@ def decide(
     429 answers do not use up an item's patience for a 409. ``server_wait`` is the server's hint (see
     ``server_wait``); it is preferred to our backoff for 429 and for 5xx answers that carry one (503 Retry-After).
     A 429, or a 503 with a hint, is run-wide: the decision carries ``pause_all``, the seconds every consumer waits.
+    A zero hint is no hint: a server that says "retry now" to every 429 would otherwise have us hammer it.
     """
+    if server_wait is not None and server_wait <= 0:
+        server_wait = None  # "Retry-After: 0" says nothing about when: our own backoff, not a hammering retry
     run_wide = outcome is Outcome.THROTTLED or (server_wait is not None and status == 503)
     if run_wide and server_wait is None:
         server_wait = policy.backoff(attempt, rng)

@@ -121,6 +121,7 @@ class ScriptedServer:
     def __init__(self, script: Script) -> None:
         self.script = script  # decides each answer
         self.hits: list[Hit] = []  # every request, in arrival order
+        self.probes = 0  # empty-body probes answered 422 (not in hits)
         self.in_flight = 0  # requests being handled now
         self.peak_in_flight = 0  # the most requests ever handled at once
         self.url = ""  # the API root, set once listening
@@ -135,6 +136,12 @@ class ScriptedServer:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
         key = request.headers.get("Idempotency-Key")
+        if key is None and body == {}:
+            # The client's probe (preflight, outage checks): answered as the API does, kept apart from the hits.
+            self.probes += 1
+            return web.Response(
+                status=422, body=error_body(422, "url: Field required"), content_type="application/json"
+            )
         attempt = 1 + sum(1 for hit in self.hits if hit.key == key)
         hit = Hit(key, attempt, body, request.headers.get("Authorization"), time.monotonic())
         self.hits.append(hit)

@@ -106,7 +106,8 @@ async def test_shard_processes_union_is_exactly_once(tmp_path: Path) -> None:
                     tg.start_soon(run, command)
         stats = server.ledger.stats()
     assert codes == [0, 0, 0]
-    assert stats["created"] == 600 and stats["duplicate_bodies"] == 0 and stats["requests"] == 600
+    # One request per item, plus each process's preflight probe (an empty body, answered 422).
+    assert stats["created"] == 600 and stats["duplicate_bodies"] == 0 and stats["requests"] == 600 + 3
     per_shard = [read_results(tmp_path / f"r-shard-{k}-of-3.jsonl") for k in range(3)]
     assert all(100 < len(records) < 300 for records in per_shard)
     keys = [r["key"] for records in per_shard for r in records]
