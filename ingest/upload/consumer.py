@@ -108,7 +108,7 @@ class Consumer:
             outcome = classify(answer.status)
             elapsed = time.monotonic() - started
             if outcome is Outcome.SUCCESS:
-                self.health.alive()
+                self.health.alive(sent=sent)
                 return self._succeeded(item, answer, attempt, elapsed)
             if outcome is Outcome.AUTH:
                 self._auth_rejected(item, answer)

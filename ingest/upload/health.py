@@ -2,7 +2,7 @@
 
 Two answers are ambiguous: a 404 (this item refers to something missing — or the endpoint itself is gone) and no
 answer at all (this connection dropped — or the server is down, or unreachable). They are the service's when
-nothing succeeded since the attempt was sent *and* a probe (``AssetsClient.probe``, an empty JSON body that can
+no request sent after this attempt succeeded *and* a probe (``AssetsClient.probe``, an empty JSON body that can
 create nothing) finds the service unusable too. A lone 404 amid successes never costs a probe and stays the
 item's failure.
 
@@ -58,7 +58,9 @@ class ServiceHealth:
         self.max_outage = max_outage  # seconds an outage may last before the run stops
         self.probe_max = probe_max  # most seconds between two probes during an outage
         self._stop = stop  # ends the run (RunControl.abort)
-        self.last_alive = -math.inf  # monotonic time the service last answered usefully (a 201, a good probe)
+        # Send time (monotonic) of the latest request the service answered usefully (a 201, a good probe): a success
+        # sent before a failed attempt does not prove the service was there after it.
+        self.last_alive = -math.inf
         self.last_outage_end = -math.inf  # monotonic time the last outage ended
         self.outages = 0  # outages seen this run
         self.outage_seconds = 0.0  # their total length
@@ -72,9 +74,9 @@ class ServiceHealth:
             f"probes={self.probes}, stopped={self.stopped!r})"
         )
 
-    def alive(self) -> None:
-        """An attempt succeeded: the service works."""
-        self.last_alive = time.monotonic()
+    def alive(self, *, sent: float) -> None:
+        """An attempt sent at monotonic time ``sent`` succeeded: the service worked then."""
+        self.last_alive = max(self.last_alive, sent)
 
     async def judge(self, answer: AttemptResult, *, sent: float) -> Health:
         """Whose failure is ``answer``, an attempt sent at monotonic time ``sent``?"""
@@ -96,9 +98,10 @@ class ServiceHealth:
 
     async def _probe(self) -> IngestError | None:
         self.probes += 1
+        sent = time.monotonic()
         problem = judge(await self.client.probe(), self.client.url)
         if problem is None:
-            self.last_alive = time.monotonic()
+            self.alive(sent=sent)
         return problem
 
     async def _ride_out(self, problem: IngestError) -> Health:

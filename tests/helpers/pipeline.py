@@ -114,14 +114,20 @@ def asset_body(body: dict[str, Any]) -> bytes:
 Script = Callable[[Hit], Reply]
 
 
+def _probe_answer() -> Reply:
+    """What the API answers an empty JSON body: 422, the body is not an upload."""
+    return Reply(422, body=error_body(422, "Invalid request body: url: Field required"))
+
+
 class ScriptedServer:
     """A real HTTP server whose answers come from ``script(hit)``; it keeps every ``Hit`` and the peak of
     requests in flight at once."""
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, probe_script: Callable[[], Reply] | None = None) -> None:
         self.script = script  # decides each answer
+        self.probe_script = probe_script or _probe_answer  # answers the client's empty-body probes
         self.hits: list[Hit] = []  # every request, in arrival order
-        self.probes = 0  # empty-body probes answered 422 (not in hits)
+        self.probes = 0  # empty-body probes received (not in hits)
         self.in_flight = 0  # requests being handled now
         self.peak_in_flight = 0  # the most requests ever handled at once
         self.url = ""  # the API root, set once listening
@@ -137,11 +143,11 @@ class ScriptedServer:
         body = orjson.loads(await request.read())
         key = request.headers.get("Idempotency-Key")
         if key is None and body == {}:
-            # The client's probe (preflight, outage checks): answered as the API does, kept apart from the hits.
+            # The client's probe (preflight, outage checks): answered as the API does (or as ``probe_script`` says),
+            # kept apart from the hits.
             self.probes += 1
-            return web.Response(
-                status=422, body=error_body(422, "url: Field required"), content_type="application/json"
-            )
+            probe = Hit(None, self.probes, body, request.headers.get("Authorization"), time.monotonic())
+            return await self._answer(request, probe, self.probe_script())
         attempt = 1 + sum(1 for hit in self.hits if hit.key == key)
         hit = Hit(key, attempt, body, request.headers.get("Authorization"), time.monotonic())
         self.hits.append(hit)
@@ -179,9 +185,11 @@ class ScriptedServer:
 
 
 @contextlib.asynccontextmanager
-async def scripted_server(script: Script) -> AsyncIterator[ScriptedServer]:
+async def scripted_server(
+    script: Script, probe_script: Callable[[], Reply] | None = None
+) -> AsyncIterator[ScriptedServer]:
     """A ``ScriptedServer`` listening on a free loopback port for the duration of the block."""
-    server = ScriptedServer(script)
+    server = ScriptedServer(script, probe_script)
     app = web.Application()
     app.router.add_post("/v1/assets/uploads", server.handle)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.25)
