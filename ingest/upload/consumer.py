@@ -103,7 +103,7 @@ class Consumer:
             if self.brakes.stopping:
                 return None
             attempt += 1
-            sent = time.monotonic()
+            sent, pause_mark = time.monotonic(), self.limiter.paused_until
             answer = await self._attempt(item, retry=attempt > 1)
             outcome = classify(answer.status)
             elapsed = time.monotonic() - started
@@ -118,7 +118,8 @@ class Consumer:
                 return None
             if verdict is Health.RESUME:
                 continue
-            charged += not (outcome is Outcome.THROTTLED and self.limiter.paused_until > sent)
+            # A 429 for a request that was out when a run-wide pause began is the pause's, not the item's.
+            charged += not (outcome is Outcome.THROTTLED and self.limiter.paused_until > pause_mark)
             conflicts += outcome is Outcome.CONFLICT
             decision = decide(
                 outcome,

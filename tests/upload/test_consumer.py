@@ -17,6 +17,7 @@ from ingest.results.record import Result, Status
 from ingest.run.stats import RunStats
 from ingest.upload.client import AssetsClient, ClientOptions, open_session
 from ingest.upload.consumer import Consumer
+from ingest.upload.health import ServiceHealth
 from ingest.upload.limiter import RateLimiter
 from ingest.upload.retry import RetryPolicy
 from tests.helpers import KEY
@@ -49,11 +50,13 @@ async def upload_one(script: Script, clock: FakeClock) -> tuple[Result | None, B
         options = ClientOptions(base_url=server.url, concurrency=1)
         async with open_session(options) as session:
             brakes = Brakes()
+            client = AssetsClient(session, ApiKey(KEY), options)
             consumer = Consumer(
-                AssetsClient(session, ApiKey(KEY), options),
+                client,
                 limiter=RateLimiter(1000, clock=clock, sleep=clock.sleep),
                 policy=RetryPolicy(max_attempts=3),
                 brakes=brakes,
+                health=ServiceHealth(client, max_outage=60, stop=brakes.abort),
                 counters=RunStats(),
                 run_id="r1",
                 rng=random.Random(1),

@@ -3,30 +3,23 @@ not the API root, a server that is not running, a rejected key, and environment 
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
 import orjson
 import pytest
-from conftest import read_results
-from helpers_ingest import KEY, clean_env, media_rows, run_cli, write_jsonl
 
 from ingest.fakeserver import FakeServer, FakeServerConfig, running_fake_server
+from tests.helpers import KEY
+from tests.helpers.cli import clean_env, run_cli
+from tests.helpers.net import free_port
+from tests.helpers.records import media_rows, read_results, write_jsonl
 
 pytestmark = pytest.mark.anyio
 
 
 def run_args(manifest: Path, results: Path, base_url: str, *extra: str) -> list[str]:
     return ["run", str(manifest), "--results", str(results), "--base-url", base_url, "--rate", "500", *extra]
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def test_fake_server_answers_an_empty_json_body_with_422(fake_server: FakeServer) -> None:

@@ -13,21 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import read_results
-from helpers_ingest import (
-    Hit,
-    Reply,
-    error_body,
-    make_config,
-    media_rows,
-    run,
-    run_cli,
-    scripted_server,
-    write_jsonl,
-)
 
 from ingest.fakeserver import FakeServerConfig, running_fake_server
 from ingest.upload.retry import Outcome, RetryPolicy, decide
+from tests.helpers.cli import run_cli
+from tests.helpers.pipeline import Hit, Reply, error_body, make_config, run, scripted_server
+from tests.helpers.records import media_rows, read_results, write_jsonl
 
 pytestmark = pytest.mark.anyio
 
