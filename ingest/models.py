@@ -12,6 +12,7 @@ so a change to either side is caught.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -47,7 +48,11 @@ def check_absolute_http_url(value: str) -> str:
     if not (value.isascii() and value.isprintable() and " " not in value) and (
         value != value.strip() or any(ch.isspace() or ord(ch) < 0x20 for ch in value)
     ):
+        if " " in value.strip() and not any((ch.isspace() and ch != " ") or ord(ch) < 0x20 for ch in value.strip()):
+            raise ValueError(_not_uri_message(value, value.index(" ", len(value) - len(value.lstrip()))))
         raise ValueError("URL must not contain whitespace or control characters")
+    if (problem := _NOT_URI.search(value)) is not None:
+        raise ValueError(_not_uri_message(value, problem.start()))
     try:
         parts = urlsplit(value)
         _ = parts.port  # raises ValueError on a malformed port
@@ -59,6 +64,30 @@ def check_absolute_http_url(value: str) -> str:
     if not parts.hostname:
         raise ValueError("URL must have a host")
     return value
+
+
+# What RFC 3986 lets a URI hold: unreserved, reserved and "%" (checked as an escape below). Anything else — non-ASCII
+# (an IRI: see ingest.manifest.uri), a space, <>"{}|\\^` — no URI may hold.
+_NOT_URI = re.compile(r"[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]|%(?![0-9A-Fa-f]{2})|(?<=#)[^#]*#")
+
+
+def _not_uri_message(url: str, at: int) -> str:
+    """Where ``url`` stops being a URI, and what to write instead."""
+    context = url[max(0, at - 20) : at + 10]
+    where = f"at character {at + 1} ({'…' if at > 20 else ''}{context}{'…' if at + 10 < len(url) else ''})"
+    ch = url[at]
+    if ch == " ":
+        return f"URL has a space {where}: a URI cannot hold one; write it as %20"
+    if ch == "%":
+        return f"URL has a malformed escape {url[at : at + 3]!r} {where}: '%' must start two hex digits (%25 is '%')"
+    if ch == "#" or ("#" in url[: at + 1] and url.count("#") > 1):
+        second = url.index("#", url.index("#") + 1)
+        return f"URL has a second '#' at character {second + 1}: a URI has one fragment; write a literal '#' as %23"
+    return (
+        f"URL has {ch!r} {where}: a URI cannot hold it; percent-encode it as %{ord(ch):02X}"
+        if ch.isascii()
+        else (f"URL has the non-ASCII character {ch!r} {where}: a URI must percent-encode it (as UTF-8 octets)")
+    )
 
 
 class UploadRequest(BaseModel):

@@ -43,9 +43,20 @@ class ManifestSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    format: Literal["csv", "jsonl"] | None = Field(
-        default=None, description="needed for stdin ('-'); otherwise from the file extension"
+    format: Literal["csv", "tsv", "jsonl", "json", "urls"] | None = Field(
+        default=None, description="manifest format (default: from the extension; .txt and stdin by content)"
     )
+    encoding: str | None = Field(
+        default=None,
+        description="text encoding (default: BOM, else UTF-8, else detected)",
+        json_schema_extra={"metavar": "NAME"},
+    )
+    delimiter: str | None = Field(
+        default=None,
+        description="delimiter of delimited text, e.g. ';' or tab (default: sniffed from the header)",
+        json_schema_extra={"metavar": "CHAR"},
+    )
+    fal_outputs: bool = Field(default=True, description="read fal model outputs (images[*].url, video.url…) as items")
     strict_columns: bool = Field(
         default=False, description="unknown columns are errors instead of one warning per manifest"
     )

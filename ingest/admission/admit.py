@@ -44,6 +44,7 @@ class WorkItem:
     body: dict[str, Any]
     body_bytes: bytes
     body_sha256: str
+    index: int | None = None  # the item's position in its record, when one record made several items
 
 
 # scheme://[userinfo@]host — enough for a URL that already passed validation; IPv6 literals fall back to urlsplit.
@@ -63,6 +64,29 @@ def is_fal_host(url: str) -> bool:
     """Whether ``url`` points at fal-hosted media."""
     host = url_host(url)
     return host.endswith(_FAL_SUBDOMAINS) or host in FAL_HOST_SUFFIXES
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """Everything that decides a row's verdict besides the row and the results file: ``ingest run``,
+    ``ingest run --dry-run`` and ``ingest validate`` build their ``Admission`` from one of these, so that the three
+    make the same decision for every row."""
+
+    keys: KeyDeriver = field(default_factory=KeyDeriver)
+    retry_failed: bool = False
+    require_fal_host: bool = False
+    shard: Shard | None = None
+
+    def admission(self, index: ResumeIndex | None = None, *, run_id: str = "") -> Admission:
+        """A fresh ``Admission`` under these rules, over ``index`` (what earlier runs settled)."""
+        return Admission(
+            keys=self.keys,
+            index=index if index is not None else ResumeIndex(),
+            retry_failed=self.retry_failed,
+            require_fal_host=self.require_fal_host,
+            run_id=run_id,
+            shard=self.shard,
+        )
 
 
 @dataclass(slots=True)
@@ -107,7 +131,7 @@ class Admission:
             return duplicate
         if verdict is Verdict.CHANGED:
             return self._changed(row, key, body, sha)
-        return WorkItem(row.manifest, row.line, key, body, body_bytes, sha)
+        return WorkItem(row.manifest, row.line, key, body, body_bytes, sha, row.index)
 
     def _invalid(self, row: ManifestRow) -> Result:
         assert row.error is not None
@@ -117,7 +141,14 @@ class Admission:
         item = dict(row.raw) if row.raw is not None else None
         error = error_dict("invalid_row", row.error.message, retryable=False, field=row.error.field)
         return Result(
-            row.idempotency_key, row.manifest, row.line, Status.INVALID, item, error=error, run_id=self.run_id
+            row.idempotency_key,
+            row.manifest,
+            row.line,
+            Status.INVALID,
+            item,
+            error=error,
+            run_id=self.run_id,
+            index=row.index,
         )
 
     def _host_problem(self, row: ManifestRow) -> Result | None:
@@ -147,6 +178,7 @@ class Admission:
             row.request.body(),
             error=error,
             run_id=self.run_id,
+            index=row.index,
         )
 
     def _duplicate(self, row: ManifestRow, key: str, fp: int, body: dict[str, Any], sha: str) -> Result | None:
@@ -170,6 +202,7 @@ class Admission:
                 body_sha256=sha,
                 duplicate_of=duplicate_of,
                 run_id=self.run_id,
+                index=row.index,
             )
         message = (
             f"same idempotency key as {manifest} line {line} but a different body: "
@@ -187,6 +220,7 @@ class Admission:
             error=error,
             duplicate_of=duplicate_of,
             run_id=self.run_id,
+            index=row.index,
         )
 
     def _changed(self, row: ManifestRow, key: str, body: dict[str, Any], sha: str) -> Result:
@@ -198,5 +232,13 @@ class Admission:
         log.warning("item.changed", manifest=row.manifest, line=row.line, key=key)
         error = error_dict("changed_since_ingested", message, retryable=False)
         return Result(
-            key, row.manifest, row.line, Status.INVALID, body, body_sha256=sha, error=error, run_id=self.run_id
+            key,
+            row.manifest,
+            row.line,
+            Status.INVALID,
+            body,
+            body_sha256=sha,
+            error=error,
+            run_id=self.run_id,
+            index=row.index,
         )

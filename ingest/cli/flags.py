@@ -87,3 +87,30 @@ def _scalar(annotation: Any) -> Any:
 def _is_table(info: FieldInfo) -> bool:
     annotation = _scalar(info.annotation)
     return typing.get_origin(annotation) is dict or (isinstance(annotation, type) and issubclass(annotation, BaseModel))
+
+
+class _ColumnAction(argparse.Action):
+    """``--column FIELD=SOURCE`` (repeatable) into the ``[manifest.columns]`` table of the CLI layer."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: Any, option: str | None = None
+    ) -> None:
+        field, sep, source = str(value).partition("=")
+        if not sep or not field.strip() or not source.strip():
+            parser.error(f"--column needs FIELD=SOURCE, e.g. url=media_url or url=images[*].url (got {value!r})")
+        columns = dict(getattr(namespace, self.dest, None) or {})
+        columns[field.strip()] = source.strip()
+        setattr(namespace, self.dest, columns)
+
+
+def add_column_flag(parser: argparse.ArgumentParser) -> None:
+    """``--column FIELD=SOURCE``: read a field from another column, key or JSON path (beside [manifest.columns])."""
+    parser.add_argument(
+        "--column",
+        dest=MANIFEST_PREFIX + "columns",
+        action=_ColumnAction,
+        default=argparse.SUPPRESS,
+        metavar="FIELD=SOURCE",
+        help="read FIELD from column/key SOURCE, or a JSON path such as images[*].url (repeatable; "
+        "adds to [manifest.columns])",
+    )

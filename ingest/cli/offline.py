@@ -7,7 +7,9 @@ import sys
 
 import anyio
 
+from ingest.admission.admit import Rules
 from ingest.admission.keys import KeyDeriver
+from ingest.admission.shard import parse_shard
 from ingest.errors import UsageError
 from ingest.logs import configure_logging
 
@@ -21,7 +23,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     configure_logging(fmt=settings.log_format, level="error")  # the report below says it all
     sources = open_sources(args.manifests, settings)
     keys = KeyDeriver(tuple(settings.key_fields), settings.key_namespace)
-    return validate_manifests(sources, manifest_options(settings), keys, show=args.show)
+    # The rules `ingest run` would apply (run_config's RunConfig.rules): one verdict for every row.
+    rules = Rules(keys, require_fal_host=settings.require_fal_host, shard=parse_shard(settings.shard))
+    return validate_manifests(sources, manifest_options(settings), rules, show=args.show)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ingest.cli import offline, run
-from ingest.cli.flags import add_manifest_flags, add_setting_flags
+from ingest.cli.flags import add_column_flag, add_manifest_flags, add_setting_flags
 from ingest.version import __version__
 
 # The settings ``ingest validate`` takes: those that change what a row becomes or which rows are valid.
@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("run", help="upload every item of the manifests (the main job)", allow_abbrev=False)
-    parser.add_argument("manifests", nargs="+", metavar="MANIFEST", help="CSV/JSONL files (.gz too), or - for stdin")
+    parser.add_argument(
+        "manifests", nargs="+", metavar="MANIFEST", help="CSV/TSV/JSONL/JSON/URL-list files (.gz too), or - for stdin"
+    )
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file (configs/*.toml)")
     parser.add_argument("--limit", type=int, metavar="N", help="send at most N items (try a run on a slice)")
     parser.add_argument("--dry-run", action="store_true", help="validate and count what would be sent; send nothing")
@@ -45,6 +47,7 @@ def _run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_setting_flags(parser)
     add_manifest_flags(parser)
+    add_column_flag(parser)
     parser.set_defaults(handler=run.cmd_run)
 
 
@@ -64,6 +67,7 @@ def _validate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.add_argument("--show", type=int, default=20, metavar="N", help="print the first N problems")
     add_setting_flags(parser, VALIDATE_SETTINGS)
     add_manifest_flags(parser)
+    add_column_flag(parser)
     parser.set_defaults(handler=offline.cmd_validate)
 
 

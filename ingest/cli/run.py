@@ -72,6 +72,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+_DELIMITER_WORDS = {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}  # what a shell can type
+
+
 def manifest_options(settings: Settings) -> ManifestOptions:
     """The reader options from settings."""
     m = settings.manifest
@@ -81,6 +84,9 @@ def manifest_options(settings: Settings) -> ManifestOptions:
         columns=m.columns,
         defaults=m.defaults,
         infer_type=m.infer_type,
+        encoding=m.encoding,
+        delimiter=_DELIMITER_WORDS.get(m.delimiter.lower(), m.delimiter) if m.delimiter else None,
+        fal_outputs=m.fal_outputs,
     )
 
 

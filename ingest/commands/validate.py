@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ingest.admission.admit import Admission, WorkItem
+from ingest.admission.admit import Rules, WorkItem
 from ingest.admission.keys import KeyDeriver
-from ingest.admission.shard import Shard
 from ingest.errors import EXIT_ITEMS_FAILED, EXIT_OK
 from ingest.manifest.source import ManifestOptions, ManifestSource, read_manifest
 from ingest.results.index import ResumeIndex, Verdict, load_index
@@ -30,6 +29,7 @@ class Plan:
     counts: Counter[str] = field(default_factory=Counter)  # send, invalid, duplicate, skip_done, skip_failed
     problems: list[str] = field(default_factory=list)  # "file:line: field 'x': reason" (first `show` of them)
     warnings: list[str] = field(default_factory=list)  # manifest-level warnings (unknown columns …)
+    detected: list[str] = field(default_factory=list)  # per manifest: format, encoding, delimiter, mapping
 
     def __repr__(self) -> str:
         return f"Plan(rows={self.rows}, counts={dict(self.counts)})"
@@ -38,11 +38,9 @@ class Plan:
 def plan(
     sources: Sequence[ManifestSource],
     options: ManifestOptions,
-    keys: KeyDeriver,
+    rules: Rules | KeyDeriver,
     *,
     index: ResumeIndex | None = None,
-    retry_failed: bool = False,
-    shard: Shard | None = None,
     show: int = 20,
 ) -> Plan:
     """Decide every row as ``ingest run`` would, without sending anything.
@@ -52,11 +50,11 @@ def plan(
     """
     result = Plan()
     index = index or ResumeIndex()
-    admission = Admission(keys=keys, index=index, retry_failed=retry_failed, shard=shard)
+    admission = (rules if isinstance(rules, Rules) else Rules(rules)).admission(index)
 
     def warn(event: str, **fields: Any) -> None:
         detail = ", ".join(f"{name}={value}" for name, value in fields.items())
-        result.warnings.append(f"{event}: {detail}")
+        (result.detected if event == "manifest.detected" else result.warnings).append(f"{event}: {detail}")
 
     for source in sources:
         for row in read_manifest(source, options, warn=warn):
@@ -90,15 +88,17 @@ def _count_result(result: Plan, record: Result, show: int) -> None:
 def validate_manifests(
     sources: Sequence[ManifestSource],
     options: ManifestOptions,
-    keys: KeyDeriver,
+    rules: Rules | KeyDeriver,
     *,
     show: int = 20,
     out: TextIO | None = None,
 ) -> int:
-    """Print counts and the first problems; exit 0 when every row is valid, else 1."""
+    """Print what was detected per manifest, counts and the first problems; exit 0 when every row is valid, else 1."""
     out = out or sys.stdout
-    result = plan(sources, options, keys, show=show)
+    result = plan(sources, options, rules, show=show)
     counts = result.counts
+    for detected in result.detected:
+        print(f"detected: {detected.removeprefix('manifest.detected: ')}", file=out)
     print(
         f"{result.rows} rows: {counts['send']} valid, {counts['invalid']} invalid, {counts['duplicate']} duplicate",
         file=out,
@@ -119,14 +119,7 @@ def dry_run(config: RunConfig, *, estimate_rate: float, out: Any = None) -> int:
     """``ingest run --dry-run``: what the run would do, and how long it would take at the configured rate."""
     out = out or sys.stdout
     index = load_index(config.results_path)
-    result = plan(
-        config.sources,
-        config.manifest_options,
-        config.keys,
-        index=index,
-        retry_failed=config.retry_failed,
-        shard=config.shard,
-    )
+    result = plan(config.sources, config.manifest_options, config.rules, index=index)
     c = result.counts
     send = c["send"] if config.limit is None else min(c["send"], config.limit)
     seconds = send / config.rate

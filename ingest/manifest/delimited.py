@@ -1,11 +1,13 @@
-"""CSV manifests: a header row, then one row per record, parsed by the ``csv`` module over our own line feed.
+"""Delimited text (CSV, TSV, Excel's "Unicode Text"): a header row, then one row per record, parsed by the ``csv``
+module over our own line feed, with the delimiter ``ingest.manifest.sniff`` found in the header (or ``--delimiter``).
 
 - The header is the first non-blank record. It must name a ``url`` column (or the column ``columns`` maps
-  ``url`` to) and no column twice; anything else is a ``ManifestError`` before the first row. Column names
-  are matched exactly, after stripping surrounding whitespace.
+  ``url`` to) and no field's column twice; anything else is a ``ManifestError`` before the first row. Column
+  names match case-insensitively, after stripping surrounding whitespace (``URL``, `` Type ``); an unknown column
+  close to a field's name is named in the warning with a "did you mean".
 - A data row must have exactly as many cells as the header. An empty cell is an absent field (so a default
-  applies); cells are otherwise taken verbatim. ``favorite`` is true/false, 1/0 or yes/no (any case);
-  ``tag_ids`` is a JSON array of strings (``["a","b"]``) or a ``;``-separated list (``a; b``).
+  applies); ``url`` and ``type`` are trimmed, other cells taken verbatim (``ingest.manifest.cells``: ``favorite``
+  is true/false, 1/0, yes/no or y/n; ``tag_ids`` a JSON array of strings or a list split on ``;`` or ``,``).
 - Blank and whitespace-only lines between rows are skipped. A line of only commas is a row (all absent).
 - Quoting is parsed strictly (``csv.reader(strict=True)``): ``"a"b`` is an error, not a silent ``ab``.
 - Quoted fields may hold commas, doubled quotes and newlines; a row's ``line`` is the physical line it starts
@@ -22,23 +24,17 @@ A line that is not UTF-8 or holds a NUL byte does not break the parse: the row t
 from __future__ import annotations
 
 import csv
+import difflib
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ingest.errors import ManifestError
+from ingest.manifest.cells import FAVORITE_EXPECTED, TAG_IDS_EXPECTED, parse_favorite, parse_tag_ids, shown
+from ingest.manifest.detect import Detection
 from ingest.manifest.lines import Line, decode_line, too_long_message
-from ingest.manifest.rows import (
-    FAVORITE_EXPECTED,
-    KNOWN_FIELDS,
-    TAG_IDS_EXPECTED,
-    ManifestOptions,
-    ManifestRow,
-    RowBuilder,
-    parse_favorite,
-    parse_tag_ids,
-)
+from ingest.manifest.rows import KNOWN_FIELDS, ManifestOptions, ManifestRow, RowBuilder
 
 Record = tuple[int, list[str] | None, str | None]  # (first line, cells or None if unparseable, problem)
 
@@ -51,6 +47,8 @@ class CsvHeader:
     width: int  # number of columns; every row must have this many cells
     fields: tuple[tuple[int, str], ...]  # (cell index, field) for each column that feeds a known field
     unknown: tuple[str, ...]  # columns that no field reads, in file order
+    suggestions: dict[str, str]  # unknown column -> the field it is probably meant to be
+    columns: dict[str, str]  # field -> the header's column name it is read from
 
     def raw(self, cells: list[str]) -> dict[str, Any]:
         """The row's non-empty cells by field name, as far as the row reaches."""
@@ -58,28 +56,36 @@ class CsvHeader:
 
 
 def read_csv(
-    lines: Iterator[Line], rows: RowBuilder, options: ManifestOptions, warn: Callable[..., None]
+    lines: Iterator[Line],
+    rows: RowBuilder,
+    options: ManifestOptions,
+    warn: Callable[..., None],
+    detection: Detection,
 ) -> Iterator[ManifestRow]:
     """Yield one ``ManifestRow`` per data record; ``ManifestError`` first if the header is unusable."""
-    records = _records(lines, options.max_line_bytes)
+    records = _records(lines, options.max_line_bytes, detection.delimiter or ",")
     header = _parse_header(next(records, None), rows.manifest, options)
+    detection.columns.update({field: column for field, column in header.columns.items() if column != field})
+    detection.report(warn)
     if header.unknown:
         unknown = list(header.unknown)
         # At most 20 names (a hostile header can have a million columns), and how many there were.
+        extra = {"did_you_mean": header.suggestions} if header.suggestions else {}
         warn(
             "manifest.unknown_columns",
             manifest=rows.manifest,
             line=header.line,
             columns=unknown[:20],
             count=len(unknown),
+            **extra,
         )
     for line, cells, problem in records:
         yield _row(rows, header, line, cells, problem)
 
 
-def check_csv_header(lines: Iterator[Line], name: str, options: ManifestOptions) -> CsvHeader:
+def check_csv_header(lines: Iterator[Line], name: str, options: ManifestOptions, delimiter: str) -> CsvHeader:
     """The manifest's header, or ``ManifestError`` saying why it is unusable."""
-    return _parse_header(next(_records(lines, options.max_line_bytes), None), name, options)
+    return _parse_header(next(_records(lines, options.max_line_bytes, delimiter), None), name, options)
 
 
 def _row(rows: RowBuilder, header: CsvHeader, line: int, cells: list[str] | None, problem: str | None) -> ManifestRow:
@@ -104,11 +110,11 @@ def _typed(fields: dict[str, Any]) -> dict[str, Any] | tuple[str, str]:
     if "favorite" in fields:
         typed["favorite"] = parse_favorite(fields["favorite"])
         if typed["favorite"] is None:
-            return "favorite", FAVORITE_EXPECTED
+            return "favorite", f"{FAVORITE_EXPECTED} (got {shown(fields['favorite'])})"
     if "tag_ids" in fields:
         typed["tag_ids"] = parse_tag_ids(fields["tag_ids"])
         if typed["tag_ids"] is None:
-            return "tag_ids", TAG_IDS_EXPECTED
+            return "tag_ids", f"{TAG_IDS_EXPECTED} (got {shown(fields['tag_ids'])})"
     return typed
 
 
@@ -119,23 +125,37 @@ def _parse_header(record: Record | None, name: str, options: ManifestOptions) ->
     if cells is None or problem is not None:
         raise ManifestError(f"{name}: line {line}: the header row cannot be read ({problem})")
     names = [cell.strip() for cell in cells]
-    duplicates = [column for column, count in Counter(names).items() if count > 1 and column]
+    field_of = {options.columns.get(field, field).strip().lower(): field for field in KNOWN_FIELDS}
+    fields = tuple((i, field_of[column.lower()]) for i, column in enumerate(names) if column.lower() in field_of)
+    feeding = Counter(field for _, field in fields)
+    duplicates = [names[i] for i, field in fields if feeding[field] > 1]
     if duplicates:
         raise ManifestError(f"{name}: line {line}: duplicate column names in the header: {_listed(duplicates)}")
-    field_of = {options.columns.get(field, field): field for field in KNOWN_FIELDS}
-    fields = tuple((i, field_of[column]) for i, column in enumerate(names) if column in field_of)
-    if "url" not in (field for _, field in fields):
+    unknown = tuple(column for column in names if column.lower() not in field_of)
+    suggestions = _suggestions(unknown, field_of)
+    if "url" not in feeding:
         url_column = options.columns.get("url", "url")
+        hint = next((f" (did you mean {c!r}?)" for c, f in suggestions.items() if f == "url"), "")
         raise ManifestError(
-            f"{name}: line {line}: the header has no {url_column!r} column (columns: {_listed(names)}); "
-            "a CSV manifest starts with a header row"
+            f"{name}: line {line}: the header has no {url_column!r} column{hint} (columns: {_listed(names)}); "
+            "a delimited manifest starts with a header row (--column url=NAME maps another column)"
         )
-    unknown = tuple(column for column in names if column not in field_of)
     if unknown and options.strict_columns:
         raise ManifestError(
             f"{name}: line {line}: unknown columns {_listed(unknown)} (known: {_listed(list(field_of))})"
         )
-    return CsvHeader(line, len(names), fields, unknown)
+    columns = {field: names[i] for i, field in fields}
+    return CsvHeader(line, len(names), fields, unknown, suggestions, columns)
+
+
+def _suggestions(unknown: tuple[str, ...], field_of: dict[str, str]) -> dict[str, str]:
+    """For the first few unknown columns that look like a field's column (``urls``, ``prompts``), that field."""
+    found: dict[str, str] = {}
+    for column in unknown[:100]:
+        match = difflib.get_close_matches(column.lower(), list(field_of), n=1, cutoff=0.75)
+        if match:
+            found[column] = field_of[match[0]]
+    return found
 
 
 def _listed(names: tuple[str, ...] | list[str], limit: int = 20) -> str:
@@ -214,10 +234,10 @@ class _LineFeed:
         return len(self.record) == 1 and self.problem is None and not any(cell.strip() for cell in cells)
 
 
-def _records(lines: Iterator[Line], max_line_bytes: int) -> Iterator[Record]:
+def _records(lines: Iterator[Line], max_line_bytes: int, delimiter: str) -> Iterator[Record]:
     """Every non-blank record as (first line, cells, problem); cells is ``None`` if it could not be parsed."""
     feed = _LineFeed(lines, max_line_bytes)
-    reader = csv.reader(feed, strict=True)
+    reader = csv.reader(feed, strict=True, delimiter=delimiter)
     while True:
         feed.start_record()
         try:

@@ -14,35 +14,47 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from pydantic import ValidationError
 
 from ingest.errors import ConfigError
-from ingest.models import UploadRequest
+from ingest.manifest.cells import (
+    FAVORITE_EXPECTED,
+    TAG_IDS_EXPECTED,
+    TYPE_BY_EXTENSION,
+    TYPES_EXPECTED,
+    infer_type,
+    normalize_type,
+    parse_favorite,
+    parse_tag_ids,
+    shown,
+)
+from ingest.manifest.encoding import check_encoding_name
+from ingest.manifest.uri import iri_to_uri
+from ingest.models import ASSET_TYPES, UploadRequest
+
+__all__ = [
+    "FAVORITE_EXPECTED",
+    "KNOWN_FIELDS",
+    "TAG_IDS_EXPECTED",
+    "TYPE_BY_EXTENSION",
+    "ManifestOptions",
+    "ManifestRow",
+    "RowBuilder",
+    "RowError",
+    "check_idempotency_key",
+    "infer_type",
+    "parse_favorite",
+    "parse_tag_ids",
+]
 
 KNOWN_FIELDS = ("url", "type", "prompt", "collection_id", "favorite", "tag_ids", "idempotency_key")
 
 KEY_MAX_LENGTH = 255
 RAW_MAX_CHARS = 1000  # an invalid row keeps its raw values for the results file, each cut to about this size
 
-TYPE_BY_EXTENSION: Mapping[str, str] = MappingProxyType(
-    {
-        **dict.fromkeys(("png", "jpg", "jpeg", "webp", "gif", "bmp", "tiff", "avif", "heic"), "image"),
-        **dict.fromkeys(("mp4", "mov", "webm", "mkv", "avi", "m4v"), "video"),
-        **dict.fromkeys(("mp3", "wav", "flac", "ogg", "m4a", "aac", "opus"), "audio"),
-        **dict.fromkeys(("glb", "gltf", "obj", "fbx", "stl", "usdz", "ply"), "3d"),
-    }
-)
-
-_BOOLEAN_WORDS: Mapping[str, bool] = MappingProxyType(
-    {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
-)
-FAVORITE_EXPECTED = "Input should be true/false, 1/0 or yes/no"
-TAG_IDS_EXPECTED = "Input should be a JSON array of strings or a ';'-separated list"
 TYPE_NOT_INFERRED = "missing, and could not be inferred from the URL extension (give 'image', 'video', 'audio' or '3d')"
 _NOT_DEFAULTABLE = ("url", "idempotency_key")  # a default for these would make every row the same item
 
@@ -58,6 +70,9 @@ class ManifestOptions:
     - ``defaults``: values for fields that are absent (or, in CSV, empty); ``favorite``/``tag_ids`` defaults
       may be CSV-style text (``"yes"``, ``"a;b"``). Not allowed for ``url`` and ``idempotency_key``.
     - ``infer_type``: infer an absent or empty ``type`` from the URL path's extension (``TYPE_BY_EXTENSION``).
+    - ``encoding``: force a text encoding instead of BOM / UTF-8 / detection (``ingest.manifest.encoding``).
+    - ``delimiter``: force the delimiter of delimited text instead of sniffing it from the header.
+    - ``fal_outputs``: recognise fal model outputs in JSON records without a ``url`` (``ingest.manifest.falshapes``).
     """
 
     strict_columns: bool = False
@@ -65,6 +80,9 @@ class ManifestOptions:
     columns: Mapping[str, str] = field(default_factory=dict)
     defaults: Mapping[str, object] = field(default_factory=dict)
     infer_type: bool = True
+    encoding: str | None = None
+    delimiter: str | None = None
+    fal_outputs: bool = True
 
     def __post_init__(self) -> None:
         if self.max_line_bytes < 1:
@@ -72,6 +90,10 @@ class ManifestOptions:
         # Own copies (plain dicts, so that copy/pickle/asdict work): later changes to the caller's dicts are not seen.
         object.__setattr__(self, "columns", _checked_columns(self.columns))
         object.__setattr__(self, "defaults", _checked_defaults(self.defaults))
+        if self.encoding is not None:
+            check_encoding_name(self.encoding)
+        if self.delimiter is not None and len(self.delimiter) != 1:
+            raise ConfigError(f"delimiter must be one character, e.g. ';' or '\\t' (got {self.delimiter!r})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +109,8 @@ class ManifestRow:
     """One data row of a manifest: ``request`` when valid, else ``error`` (and ``raw``, for the results file).
 
     ``line`` is the 1-based physical line the row starts on. ``idempotency_key`` is the row's own explicit,
-    valid key, if it has one (also on an invalid row), else ``None``.
+    valid key, if it has one (also on an invalid row), else ``None``. ``index`` is the item's position in its
+    record when a ``[*]`` path (or a fal output's ``images``) made several items of one record, else ``None``.
     """
 
     manifest: str
@@ -96,10 +119,11 @@ class ManifestRow:
     idempotency_key: str | None
     error: RowError | None
     raw: Mapping[str, object] | None
+    index: int | None = None
 
     def describe(self) -> str:
         """``media.csv:17: field 'prompt': String should have at most 2000 characters`` (or ``…: valid``)."""
-        where = f"{self.manifest}:{self.line}"
+        where = f"{self.manifest}:{self.line}" + (f" [{self.index}]" if self.index is not None else "")
         if self.error is None:
             return f"{where}: valid"
         if self.error.field is None:
@@ -118,31 +142,39 @@ class RowBuilder:
         self._infer = options.infer_type  # infer an absent `type` from the URL extension
 
     def invalid(
-        self, line: int, field: str | None, message: str, raw: Mapping[str, object] | None = None
+        self,
+        line: int,
+        field: str | None,
+        message: str,
+        raw: Mapping[str, object] | None = None,
+        index: int | None = None,
     ) -> ManifestRow:
         """An invalid row; ``raw`` is kept with long values cut short."""
-        return ManifestRow(self.manifest, line, None, _raw_key(raw), RowError(field, message), shrink_raw(raw))
+        error = RowError(field, message)
+        return ManifestRow(self.manifest, line, None, _raw_key(raw), error, shrink_raw(raw), index)
 
-    def build(self, line: int, fields: dict[str, Any], raw: Mapping[str, object] | None = None) -> ManifestRow:
+    def build(
+        self, line: int, fields: dict[str, Any], raw: Mapping[str, object] | None = None, index: int | None = None
+    ) -> ManifestRow:
         """Validate ``fields`` (known, typed); ``raw`` is what to keep if invalid (default: ``fields``)."""
         kept = fields if raw is None else raw
-        data: dict[str, Any] = fields
+        data: dict[str, Any] = _normalized(fields)
         key: object = None
-        if self._defaults or "idempotency_key" in fields or fields.get("type") == "":
-            data, key = self._merged(fields)
+        if self._defaults or "idempotency_key" in data or data.get("type") == "":
+            data, key = self._merged(data)
         inferred = False
         if self._infer and "type" not in data:
             data, inferred = _with_inferred_type(data)
         try:
             request = UploadRequest.model_validate(data, strict=True)
         except ValidationError as exc:
-            return self.invalid(line, *_first_error(exc, type_was_inferred=inferred), kept)
+            return self.invalid(line, *_first_error(exc, type_was_inferred=inferred), kept, index)
         if key is None or key == "":
-            return ManifestRow(self.manifest, line, request, None, None, None)
+            return ManifestRow(self.manifest, line, request, None, None, None, index)
         problem = check_idempotency_key(key)
         if problem is not None:
-            return self.invalid(line, "idempotency_key", problem, kept)
-        return ManifestRow(self.manifest, line, request, str(key), None, None)
+            return self.invalid(line, "idempotency_key", problem, kept, index)
+        return ManifestRow(self.manifest, line, request, str(key), None, None, index)
 
     def _merged(self, fields: dict[str, Any]) -> tuple[dict[str, Any], object]:
         """``fields`` over the defaults, without ``idempotency_key`` (returned apart) or an empty ``type``."""
@@ -155,22 +187,20 @@ class RowBuilder:
         return data, key
 
 
-def parse_favorite(cell: str) -> bool | None:
-    """A CSV ``favorite`` cell as a boolean (true/false, 1/0, yes/no, any case), else ``None``."""
-    return _BOOLEAN_WORDS.get(cell.strip().lower())
-
-
-def parse_tag_ids(cell: str) -> list[str] | None:
-    """A CSV ``tag_ids`` cell: a JSON array of strings or ``a;b`` (items stripped, empties dropped)."""
-    if not cell.lstrip().startswith("["):
-        return [tag for tag in (item.strip() for item in cell.split(";")) if tag]
-    try:
-        value = orjson.loads(cell)
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(value, list) and all(isinstance(tag, str) for tag in value):
-        return value
-    return None
+def _normalized(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with ``url`` trimmed and mapped from an IRI, ``type`` read case-insensitively or from a MIME type
+    (a copy when anything changes: the caller's dict may be the raw row)."""
+    url, asset_type = fields.get("url"), fields.get("type")
+    fix_url = isinstance(url, str) and (not url.isascii() or url[:1].isspace() or url[-1:].isspace())
+    fix_type = isinstance(asset_type, str) and asset_type not in ASSET_TYPES and asset_type != ""
+    if not (fix_url or fix_type):
+        return fields
+    data = dict(fields)
+    if fix_url:
+        data["url"] = iri_to_uri(str(url).strip())
+    if fix_type:
+        data["type"] = normalize_type(asset_type)
+    return data
 
 
 def check_idempotency_key(key: object) -> str | None:
@@ -183,18 +213,6 @@ def check_idempotency_key(key: object) -> str | None:
     if not (key.isascii() and key.isprintable()) or " " in key:
         return "should contain only printable ASCII characters and no spaces"
     return None
-
-
-def infer_type(url: str) -> str | None:
-    """The asset type that the extension of ``url``'s path suggests (``…/a.PNG?x=1`` -> ``image``), if any."""
-    try:
-        path = urlsplit(url).path
-    except ValueError:
-        return None
-    name = path.rpartition("/")[2]
-    if "." not in name:
-        return None
-    return TYPE_BY_EXTENSION.get(name.rpartition(".")[2].lower())
 
 
 def shrink_raw(raw: Mapping[str, object] | None) -> dict[str, object] | None:
@@ -244,9 +262,21 @@ def _first_error(exc: ValidationError, *, type_was_inferred: bool) -> tuple[str 
         message = str(error["ctx"]["error"])
     elif name == "type" and error["type"] == "missing" and type_was_inferred:
         message = TYPE_NOT_INFERRED
+    elif name == "type" and error["type"] == "literal_error":
+        message = TYPES_EXPECTED
+    if error["type"] not in _NO_VALUE_SHOWN and _is_scalar(error.get("input")):
+        message += f" (got {shown(error['input'])})"
     if len(loc) > 1:
         message += f" (at {name}{''.join(f'[{part}]' for part in loc[1:])})"
     return name, message
+
+
+# The message already says it all (value errors show where in the URL; a 2000-character prompt is not worth quoting).
+_NO_VALUE_SHOWN = frozenset({"missing", "value_error", "string_too_long"})
+
+
+def _is_scalar(value: object) -> bool:
+    return isinstance(value, str | int | float | bool)
 
 
 def _checked_columns(columns: Mapping[str, str]) -> dict[str, str]:

@@ -1,26 +1,22 @@
-"""Streaming manifest readers: a CSV or JSONL file in, one ``ManifestRow`` per data row out, constant memory.
+"""The front door: a manifest file (or stdin) in, one ``ManifestRow`` per item out, streaming, constant memory.
 
-A manifest lists the uploads to make, one row each, with the fields of ``UploadRequest`` plus an optional
+A manifest lists the uploads to make, one item each, with the fields of ``UploadRequest`` plus an optional
 ``idempotency_key``: ``url``, ``type``, ``prompt``, ``collection_id``, ``favorite``, ``tag_ids``.
 
-Formats (chosen from the extension, or given explicitly; always given for stdin, ``-``):
+What is decided per manifest, each from the name or a bounded prefix of the content, each logged once
+(``manifest.detected``, ``ingest.manifest.detect``) with the flag that overrides it:
 
-- ``.csv``: a header row naming the columns, then one row per record (``ingest.manifest.delimited``).
-- ``.jsonl`` / ``.ndjson``: one JSON object per line (``ingest.manifest.jsonl``).
-- either with ``.gz`` appended: gzip-compressed. A file whose first bytes are gzip's magic number is read as
-  gzip whatever its name.
+- compression: gzip when the name ends ``.gz`` or the first bytes are gzip's magic number;
+- format (``--format``): from the suffix (``.csv``, ``.tsv``, ``.jsonl``/``.ndjson``, ``.json``), by content for
+  ``.txt``/``.list``/``.urls`` and stdin (``ingest.manifest.sniff``);
+- encoding (``--encoding``): BOM, else UTF-8, else detected (``ingest.manifest.encoding``);
+- line ends: LF, CRLF or CR, all read alike, line numbers physical;
+- delimiter (``--delimiter``) of delimited text: sniffed from the header line.
 
-Both are UTF-8, with or without a byte order mark. Every data row comes out as exactly one ``ManifestRow``:
-either a valid ``UploadRequest`` or an invalid row with its line number, the field at fault and what was
-expected. A bad row never stops the reader and never hides the rows around it. Only a manifest that cannot
-be read at all (missing, not gzip after all, no usable CSV header) raises ``ManifestError``.
-
-Rows are built the same way for both formats (``ingest.manifest.rows``): fields renamed through
-``ManifestOptions.columns``, absent ones filled from ``defaults``, ``type`` inferred from the URL's extension
-when still absent, then strict validation against ``UploadRequest``.
-
-Memory stays flat however long the manifest: lines are read one at a time, and a line longer than
-``max_line_bytes`` is skipped in bounded chunks rather than read whole (``ingest.manifest.lines``).
+Readers: ``delimited`` (CSV/TSV), ``jsonl``, ``jsonarray`` (``.json``), ``urllist``. Every data row comes out as
+a valid ``UploadRequest`` or an invalid row with its line number, the field at fault and what was expected; a
+bad row never stops the reader. Only a manifest that cannot be read at all (missing, not gzip after all, no
+usable header) raises ``ManifestError``.
 """
 
 from __future__ import annotations
@@ -31,15 +27,28 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import cast
 
 import structlog
 
 from ingest.errors import ManifestError
 from ingest.manifest.delimited import check_csv_header, read_csv
+from ingest.manifest.detect import Detection
+from ingest.manifest.encoding import PREFIX_BYTES, Encoding, PrefixedStream, Utf8Stream, choose_encoding
+from ingest.manifest.jsonarray import read_json
 from ingest.manifest.jsonl import read_jsonl
 from ingest.manifest.lines import ByteStream, physical_lines
 from ingest.manifest.rows import KNOWN_FIELDS, ManifestOptions, ManifestRow, RowBuilder, RowError
+from ingest.manifest.sniff import (
+    FORMATS,
+    Format,
+    first_line,
+    format_from_content,
+    format_from_name,
+    line_ends,
+    sniff_delimiter,
+)
+from ingest.manifest.urllist import read_urls
 
 __all__ = [
     "KNOWN_FIELDS",
@@ -53,23 +62,25 @@ __all__ = [
     "read_manifest",
 ]
 
-ManifestFormat = Literal["csv", "jsonl"]
+ManifestFormat = Format
 
 STDIN_PATH = "-"
 STDIN_NAME = "<stdin>"
 GZIP_MAGIC = b"\x1f\x8b"
 COUNT_CHUNK = 1 << 20  # read size when counting lines
-_FORMAT_BY_SUFFIX: dict[str, ManifestFormat] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 DEFAULT_OPTIONS = ManifestOptions()
+_LINE_READERS = {"csv": read_csv, "tsv": read_csv, "jsonl": read_jsonl, "urls": read_urls}
 
 
 @dataclass(frozen=True, slots=True)
 class ManifestSource:
-    """Where a manifest is read from and how: a path (``-`` for stdin), its format, whether it is gzip."""
+    """Where a manifest is read from and how: a path (``-`` for stdin), its format (``None``: decided by content
+    when read), how the format was chosen, whether it is gzip."""
 
     path: str
-    format: ManifestFormat
+    format: ManifestFormat | None
     gzip: bool
+    format_how: str = "extension"
 
     @property
     def name(self) -> str:
@@ -81,20 +92,36 @@ class ManifestSource:
         return self.path == STDIN_PATH
 
     @classmethod
-    def open(cls, path: str, *, format: ManifestFormat | None = None) -> ManifestSource:
+    def open(cls, path: str, *, format: str | None = None) -> ManifestSource:
         """Resolve ``path``'s format and compression, checking that it can be read; else ``ManifestError``."""
-        if format is not None and format not in ("csv", "jsonl"):
-            raise ManifestError(f"{path}: unknown manifest format {format!r} (expected csv or jsonl)")
+        if format is not None and format not in FORMATS:
+            raise ManifestError(f"{path}: unknown manifest format {format!r} (expected one of {', '.join(FORMATS)})")
+        forced = cast("ManifestFormat | None", format)
+        how = "forced" if forced else "content"
         if path == STDIN_PATH:
-            if format is None:
-                raise ManifestError(f"{STDIN_NAME}: stdin needs --format (csv or jsonl)")
-            return cls(path, format, gzip=False)
+            return cls(path, forced, gzip=False, format_how=how)
         magic = _first_bytes(path, len(GZIP_MAGIC))
-        resolved = format or _format_from_suffix(path)
         gz_suffix = path.lower().endswith(".gz")
         if gz_suffix and magic != GZIP_MAGIC:
             raise ManifestError(f"{path}: has a .gz suffix but is not gzip-compressed")
-        return cls(path, resolved, gzip=gz_suffix or magic == GZIP_MAGIC)
+        gz = gz_suffix or magic == GZIP_MAGIC
+        if forced is not None:
+            return cls(path, forced, gz, "forced")
+        known, by_name = format_from_name(path)
+        if not known:
+            raise ManifestError(
+                f"{path}: unknown manifest format (expected a .csv, .tsv, .txt, .json, .jsonl, .ndjson, .list or "
+                f".urls name, optionally + .gz; or pass --format {'|'.join(FORMATS)})"
+            )
+        return cls(path, by_name, gz, "extension" if by_name else "content")
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """A manifest ready to read: UTF-8 bytes with \\n line ends (BOM skipped), and what was detected."""
+
+    stream: ByteStream
+    detection: Detection
 
 
 def read_manifest(
@@ -103,44 +130,100 @@ def read_manifest(
     *,
     warn: Callable[..., None] | None = None,
 ) -> Iterator[ManifestRow]:
-    """Yield every data row of ``source`` in file order, valid or not; ``ManifestError`` if it cannot be read.
+    """Yield every item of ``source`` in file order, valid or not; ``ManifestError`` if it cannot be read.
 
-    ``warn(event, **fields)`` receives manifest-level warnings (``manifest.unknown_columns``, once per
-    manifest); by default they go to structlog.
+    ``warn(event, **fields)`` receives manifest-level events (``manifest.detected`` once, ``manifest.unknown_columns``
+    and ``manifest.fal_output`` once each); by default ``manifest.detected`` is logged at info, others as warnings.
     """
-    report = warn if warn is not None else structlog.get_logger().warning
-    read_rows = read_csv if source.format == "csv" else read_jsonl
-    with _opened(source) as stream:
-        lines = physical_lines(stream, max_line_bytes=options.max_line_bytes, name=source.name)
-        yield from read_rows(lines, RowBuilder(source.name, options), options, report)
+    report = warn if warn is not None else _log
+    with _prepared(source, options) as opened:
+        rows = RowBuilder(source.name, options)
+        detection = opened.detection
+        if detection.format == "json":
+            yield from read_json(opened.stream, rows, options, report, detection)
+            return
+        lines = physical_lines(opened.stream, max_line_bytes=options.max_line_bytes, name=source.name)
+        yield from _LINE_READERS[detection.format](lines, rows, options, report, detection)
 
 
-def preflight(source: ManifestSource, options: ManifestOptions = DEFAULT_OPTIONS) -> None:
-    """Check before a run that ``source`` opens and (CSV) has a usable header; else ``ManifestError``.
-
-    Does nothing for stdin, which can only be read once.
-    """
-    if source.is_stdin:
-        return
-    with _opened(source) as stream:
-        lines = physical_lines(stream, max_line_bytes=options.max_line_bytes, name=source.name)
-        if source.format == "csv":
-            check_csv_header(lines, source.name, options)
-        else:
-            next(lines, None)
-
-
-def count_rows(source: ManifestSource) -> int | None:
-    """A quick estimate of the number of data rows, for a progress total; ``None`` for stdin.
-
-    It counts physical lines (less the header, for CSV) without parsing them, so it is an upper bound:
-    blank lines and the extra lines of quoted CSV fields that contain newlines are counted too.
+def preflight(source: ManifestSource, options: ManifestOptions = DEFAULT_OPTIONS) -> Detection | None:
+    """Check before a run that ``source`` opens and (delimited text) has a usable header; else ``ManifestError``.
+    Returns what was detected. Does nothing for stdin, which can only be read once.
     """
     if source.is_stdin:
         return None
+    with _prepared(source, options) as opened:
+        detection = opened.detection
+        if detection.format in ("csv", "tsv"):
+            lines = physical_lines(opened.stream, max_line_bytes=options.max_line_bytes, name=source.name)
+            check_csv_header(lines, source.name, options, detection.delimiter or ",")
+        return detection
+
+
+def count_rows(source: ManifestSource) -> int | None:
+    """A quick estimate of the number of data rows, for a progress total; ``None`` for stdin and JSON documents.
+
+    It counts physical lines (less the header, for delimited text) without parsing them, so it is an estimate:
+    blank lines and the extra lines of quoted fields are counted, the items of an exploded record are not.
+    """
+    if source.is_stdin or source.format == "json":
+        return None
     with _opened(source) as stream:
         lines = _count_lines(stream, source.name)
-    return max(lines - 1, 0) if source.format == "csv" else lines
+    return max(lines - 1, 0) if source.format in ("csv", "tsv") else lines
+
+
+@contextmanager
+def _prepared(source: ManifestSource, options: ManifestOptions) -> Iterator[_Opened]:
+    """Open ``source``, decide encoding, line ends, format and delimiter from its first bytes."""
+    with _opened(source) as raw:
+        prefix = _peek(raw)
+        stream: ByteStream = raw if _seekable(raw) else PrefixedStream(prefix, raw)
+        encoding = choose_encoding(prefix, options.encoding)
+        text = prefix[encoding.bom :].decode(encoding.name, "replace")
+        ends = line_ends(text)
+        if encoding.bom:
+            stream.read(encoding.bom)
+        if not encoding.is_utf8 or ends == "cr":
+            stream = Utf8Stream(stream, encoding, translate_cr=ends == "cr")
+        detection = _detection(source, options, encoding, ends, text)
+        yield _Opened(stream, detection)
+
+
+def _detection(source: ManifestSource, options: ManifestOptions, encoding: Encoding, ends: str, text: str) -> Detection:
+    format_ = source.format or format_from_content(text)
+    detection = Detection(source.name, format_, source.format_how, encoding.name, encoding.how, ends)
+    if format_ in ("csv", "tsv"):
+        if options.delimiter is not None:
+            detection.delimiter, detection.delimiter_how = options.delimiter, "forced"
+        else:
+            header = first_line(text)
+            sniffed = sniff_delimiter(header)
+            if format_ == "tsv" and sniffed == "," and "," not in header:
+                sniffed = "\t"
+            detection.delimiter, detection.delimiter_how = sniffed, "sniffed from the header"
+    return detection
+
+
+def _peek(raw: ByteStream) -> bytes:
+    """Up to ``PREFIX_BYTES`` of the start; a seekable stream is rewound, others are re-read by the caller."""
+    try:
+        prefix = raw.read(PREFIX_BYTES)
+        if _seekable(raw):
+            raw.seek(0)  # type: ignore[attr-defined]
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ManifestError(f"cannot be read ({exc})") from exc
+    return prefix
+
+
+def _seekable(stream: ByteStream) -> bool:
+    seekable = getattr(stream, "seekable", None)
+    return bool(seekable and seekable())
+
+
+def _log(event: str, **fields: object) -> None:
+    logger = structlog.get_logger("ingest.manifest")
+    (logger.info if event == "manifest.detected" else logger.warning)(event, **fields)
 
 
 def _count_lines(stream: ByteStream, name: str) -> int:
@@ -183,13 +266,3 @@ def _first_bytes(path: str, size: int) -> bytes:
         raise ManifestError(f"{path}: is a directory, not a manifest file") from None
     except OSError as exc:
         raise ManifestError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-
-
-def _format_from_suffix(path: str) -> ManifestFormat:
-    lowered = path.lower().removesuffix(".gz")
-    for suffix, format_ in _FORMAT_BY_SUFFIX.items():
-        if lowered.endswith(suffix):
-            return format_
-    raise ManifestError(
-        f"{path}: unknown manifest format (expected a .csv, .jsonl or .ndjson name, optionally + .gz; or pass --format)"
-    )

@@ -11,7 +11,7 @@ import glob
 import re
 from pathlib import Path
 
-MANIFEST_SUFFIXES = (".gz", ".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson")
+MANIFEST_SUFFIXES = (".gz", ".csv", ".tsv", ".tab", ".txt", ".list", ".urls", ".json", ".jsonl", ".ndjson")
 _SHARD_TAG = re.compile(r"\.shard-\d+-of-\d+$")
 
 

@@ -50,6 +50,7 @@ class Result:
     elapsed_ms: int = 0
     run_id: str = ""
     finished_at: str = ""
+    index: int | None = None  # the item's position in its manifest record, when one record made several items
 
     def to_line(self) -> bytes:
         """The record as one JSON line, newline included (stamps ``finished_at`` if unset)."""
@@ -64,6 +65,7 @@ class Result:
             "error": self.error,
             "manifest": self.manifest,
             "line": self.line,
+            **({"index": self.index} if self.index is not None else {}),
             "attempts": self.attempts,
             "http_status": self.http_status,
             "duplicate_of": self.duplicate_of,

@@ -29,7 +29,7 @@ from typing import Any
 import anyio
 import structlog
 
-from ingest.admission.admit import Admission, WorkItem
+from ingest.admission.admit import Rules, WorkItem
 from ingest.admission.keys import KeyDeriver
 from ingest.admission.shard import Shard
 from ingest.credentials import ApiKey
@@ -86,6 +86,11 @@ class RunConfig:
     metrics_port: int | None = None  # serve Prometheus metrics on this port while running
     metrics_host: str = default("metrics_host")
     metrics_textfile: Path | None = None  # write metrics here (node-exporter textfile collector), atomically
+
+    @property
+    def rules(self) -> Rules:
+        """The admission rules of this run: the dry run and ``ingest validate`` decide rows by the same."""
+        return Rules(self.keys, self.retry_failed, self.require_fal_host, self.shard)
 
 
 @dataclass(slots=True)
@@ -144,14 +149,7 @@ class _Run:
         self.control = RunControl()
         self.limiter = RateLimiter(config.rate, burst=config.burst)
         self.threshold = FailureThreshold(config.max_failures, config.failure_ratio, config.failure_min_items)
-        self.admission = Admission(
-            keys=config.keys,
-            index=index,
-            retry_failed=config.retry_failed,
-            require_fal_host=config.require_fal_host,
-            run_id=self.stats.run_id,
-            shard=config.shard,
-        )
+        self.admission = config.rules.admission(index, run_id=self.stats.run_id)
 
     def __repr__(self) -> str:
         return f"_Run(stats={self.stats!r}, limiter={self.limiter!r}, control={self.control!r})"

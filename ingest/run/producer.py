@@ -129,4 +129,4 @@ def _take(rows: Iterator[ManifestRow], count: int) -> list[ManifestRow]:
 
 
 def _warn(event: str, **fields: Any) -> None:
-    log.warning(event, **fields)
+    (log.info if event == "manifest.detected" else log.warning)(event, **fields)

@@ -235,6 +235,7 @@ class Consumer:
             error=error,
             elapsed_ms=int(elapsed * 1000),
             run_id=self.run_id,
+            index=item.index,
         )
 
     def _auth_rejected(self, item: WorkItem, answer: AttemptResult) -> None:
