@@ -113,7 +113,7 @@ def _fal_outputs() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-EXPECTED_FAL = [
+EXPECTED_FAL: list[tuple[Any, ...]] = [
     (f"{FAL}/fal-a.png", "image", "two cats", False, [], []),
     (f"{FAL}/fal-b.jpeg", "image", "two cats", False, [], []),
     (f"{FAL}/fal-c.mp4", "video", "a wave", False, [], []),

@@ -85,7 +85,7 @@ CASES = [
         "invalid-utf8-csv",
         "utf8.csv",
         _csv(
-            _row("utf8", 0, "café crème brûlée, déjà vu à Noël".encode()),  # plainly UTF-8: no other guess
+            _row("utf8", 0, "café crème brûlée déjà vu à Noël".encode()),  # plainly UTF-8: no other guess
             _row("utf8", 1, b"bad \xff\xfe here"),
             _row("utf8", 2, b'"an open quote \xc3'),  # swallows the rest, which is then read again
             _row("utf8", 3),
@@ -99,7 +99,9 @@ CASES = [
         _jsonl(
             b'{"url": "' + media_url(0, "bytes").encode() + b'", "type": "image", "prompt": "a\xffb"}',
             b'{"url": "' + media_url(1, "bytes").encode() + b'", "type": "image", "prompt": "a\x00b"}',
-            _obj(url=media_url(2, "bytes"), type="image", prompt="café crème brûlée"),
+            json.dumps(
+                {"url": media_url(2, "bytes"), "type": "image", "prompt": "café crème brûlée"}, ensure_ascii=False
+            ).encode(),  # plainly UTF-8: no other guess
         ),
         {1: "invalid:not valid UTF-8", 2: "invalid:NUL byte", 3: OK},
     ),

@@ -97,12 +97,12 @@ def validate_manifests(
     out = out or sys.stdout
     result = plan(sources, options, rules, show=show)
     counts = result.counts
-    for detected in result.detected:
-        print(f"detected: {detected.removeprefix('manifest.detected: ')}", file=out)
     print(
         f"{result.rows} rows: {counts['send']} valid, {counts['invalid']} invalid, {counts['duplicate']} duplicate",
         file=out,
     )
+    for detected in result.detected:
+        print(f"detected: {detected.removeprefix('manifest.detected: ')}", file=out)
     for warning in result.warnings:
         print(f"warning: {warning}", file=out)
     if result.problems:

@@ -1,10 +1,10 @@
 """Physical lines of a manifest, read in bounded pieces: what both the CSV and the JSONL readers stand on.
 
 A physical line ends at ``\\n`` (a ``\\r`` before it belongs to the ending; a lone ``\\r`` ends nothing).
-Lines are numbered from 1, every line counts (blank ones too), and a UTF-8 byte order mark before the first
-line is dropped. A line longer than ``max_line_bytes`` (without its ending) is never held in memory whole:
-it is yielded as ``None`` and the rest of it is skipped in ``SKIP_CHUNK``-sized reads, so one absurd line
-costs at most ``max_line_bytes`` of memory and the lines after it are read normally.
+Lines are numbered from 1, every line counts (blank ones too); the byte order mark, if any, was already taken off
+by the source (``ingest.manifest.encoding``). A line longer than ``max_line_bytes`` (without its ending) is never
+held in memory whole: it is yielded as ``None`` and the rest of it is skipped in ``SKIP_CHUNK``-sized reads, so
+one absurd line costs at most ``max_line_bytes`` of memory and the lines after it are read normally.
 
 A stream that breaks part way (a truncated or corrupt gzip file, an I/O error) raises ``ManifestError``
 naming the manifest and the last line read: the file as a whole cannot be read, unlike a bad row.
@@ -18,7 +18,6 @@ from typing import Protocol
 
 from ingest.errors import ManifestError
 
-BOM = b"\xef\xbb\xbf"
 SKIP_CHUNK = 1 << 16  # read size while skipping the rest of an over-long line
 
 
@@ -38,8 +37,6 @@ def physical_lines(stream: ByteStream, *, max_line_bytes: int, name: str) -> Ite
     number = 0
     try:
         for number, data in enumerate(_raw_lines(stream, max_line_bytes), start=1):
-            if number == 1 and data is not None and data.startswith(BOM):
-                data = data[len(BOM) :]
             yield number, data
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise ManifestError(f"{name}: cannot be read after line {number} ({exc})") from exc
