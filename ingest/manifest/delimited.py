@@ -34,7 +34,8 @@ from ingest.errors import ManifestError
 from ingest.manifest.cells import FAVORITE_EXPECTED, TAG_IDS_EXPECTED, parse_favorite, parse_tag_ids, shown
 from ingest.manifest.detect import Detection
 from ingest.manifest.lines import Line, decode_line, too_long_message
-from ingest.manifest.rows import KNOWN_FIELDS, ManifestOptions, ManifestRow, RowBuilder
+from ingest.manifest.options import ManifestOptions
+from ingest.manifest.rows import KNOWN_FIELDS, ManifestRow, RowBuilder
 
 Record = tuple[int, list[str] | None, str | None]  # (first line, cells or None if unparseable, problem)
 

@@ -23,8 +23,9 @@ from ingest.manifest.detect import Detection
 from ingest.manifest.falshapes import SHAPES
 from ingest.manifest.jsonl import kind_of
 from ingest.manifest.lines import ByteStream
+from ingest.manifest.options import ManifestOptions
 from ingest.manifest.records import RecordMapper
-from ingest.manifest.rows import ManifestOptions, ManifestRow, RowBuilder
+from ingest.manifest.rows import ManifestRow, RowBuilder
 
 FEED_CHUNK = 1 << 16  # most bytes handed to the parser per read (less when a line ends first)
 _FAL_LIST_KEYS = frozenset(key for key, _, many in SHAPES if many)

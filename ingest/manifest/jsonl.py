@@ -21,8 +21,9 @@ import orjson
 
 from ingest.manifest.detect import Detection
 from ingest.manifest.lines import Line, decode_line, too_long_message
+from ingest.manifest.options import ManifestOptions
 from ingest.manifest.records import RecordMapper
-from ingest.manifest.rows import ManifestOptions, ManifestRow, RowBuilder
+from ingest.manifest.rows import ManifestRow, RowBuilder
 
 
 def read_jsonl(

@@ -20,8 +20,9 @@ from typing import Any
 
 from ingest.manifest.detect import Detection
 from ingest.manifest.falshapes import SHAPE_NAMES, output_items
+from ingest.manifest.options import ManifestOptions
 from ingest.manifest.paths import MISSING, JsonPath, is_path, parse_path
-from ingest.manifest.rows import KNOWN_FIELDS, ManifestOptions, ManifestRow, RowBuilder
+from ingest.manifest.rows import KNOWN_FIELDS, ManifestRow, RowBuilder
 
 NO_URL = "Field required: the record has no 'url' and no fal output ({shapes}); --column url=PATH maps one"
 

@@ -38,7 +38,8 @@ from ingest.manifest.encoding import PREFIX_BYTES, Encoding, PrefixedStream, Utf
 from ingest.manifest.jsonarray import read_json
 from ingest.manifest.jsonl import read_jsonl
 from ingest.manifest.lines import ByteStream, physical_lines
-from ingest.manifest.rows import KNOWN_FIELDS, ManifestOptions, ManifestRow, RowBuilder, RowError
+from ingest.manifest.options import ManifestOptions
+from ingest.manifest.rows import KNOWN_FIELDS, ManifestRow, RowBuilder, RowError
 from ingest.manifest.sniff import (
     FORMATS,
     Format,

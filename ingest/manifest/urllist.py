@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator
 
 from ingest.manifest.detect import Detection
 from ingest.manifest.lines import Line, decode_line, too_long_message
-from ingest.manifest.rows import ManifestOptions, ManifestRow, RowBuilder
+from ingest.manifest.options import ManifestOptions
+from ingest.manifest.rows import ManifestRow, RowBuilder
 
 
 def read_urls(
