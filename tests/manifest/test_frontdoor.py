@@ -11,10 +11,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import read_results
-from helpers_ingest import KEY, clean_env, run_cli
 
 from ingest.fakeserver import FakeServer
+from tests.helpers import KEY
+from tests.helpers.cli import clean_env, run_cli
+from tests.helpers.records import read_results
 
 pytestmark = pytest.mark.anyio
 
