@@ -12,8 +12,10 @@ IngestError                     base of everything below; carries the process ex
 │   └── AuthRejected            401/403: the key is wrong or revoked; the run aborts (exit 3)
 ├── RunAborted                  the run stopped early on purpose (credentials rejected, failure threshold) (exit 3)
 │   └── TlsFailure              the server's TLS certificate or handshake failed verification (exit 3)
-└── ServiceUnavailable          the service as a whole cannot be used: endpoint not found, unreachable, an outage
-                                longer than ``max_outage``; items stay pending (exit 4)
+├── ServiceUnavailable          the service as a whole cannot be used: endpoint not found, unreachable, an outage
+│                               longer than ``max_outage``; items stay pending (exit 4)
+└── LocalIOError                the results file, its lock or the metrics file cannot be written (exit 5); names
+                                the path; what was recorded before is intact
 ```
 
 Errors raised while a run is going are caught at the run's edge (``RunControl.abort`` keeps the first as the
@@ -29,6 +31,7 @@ EXIT_ITEMS_FAILED = 1
 EXIT_USAGE = 2
 EXIT_ABORTED = 3
 EXIT_SERVICE_UNAVAILABLE = 4
+EXIT_LOCAL_IO = 5
 EXIT_INTERRUPTED = 130
 
 
@@ -93,3 +96,4 @@ class ServiceUnavailable(IngestError):
     ``max_outage``): not a failure of any item, so nothing is recorded for them and the same command resumes."""
 
     exit_code = EXIT_SERVICE_UNAVAILABLE
+EXIT_LOCAL_IO = 5

@@ -69,7 +69,7 @@ class ManifestSettings(BaseModel):
 class Settings(BaseModel):
     """Every setting of ``ingest run``; the README's configuration reference mirrors this class."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # `--rate inf` is a usage error, not a crash
 
     base_url: str = Field(
         json_schema_extra={"metavar": "URL"},
@@ -81,11 +81,17 @@ class Settings(BaseModel):
     )
     key_file: Path | None = Field(default=None, description="read the API key from this file when FAL_KEY* are not set")
     concurrency: int = Field(default=16, ge=1, le=4096, description="requests in flight at once")
-    rate: float = Field(default=10.0, gt=0, description="requests per second, every attempt included")
+    rate: float = Field(
+        default=10.0, ge=0.01, le=1_000_000, description="requests per second, every attempt included (0.01 to 1e6)"
+    )
     burst: float | None = Field(default=None, ge=1, description="limiter bucket size (default: 2% of rate, at least 1)")
     max_attempts: int = Field(default=8, ge=1, description="attempts per item, first included")
     max_retry_time: float = Field(default=600.0, gt=0, description="seconds per item from first attempt to giving up")
-    conflict_attempts: int = Field(default=5, ge=1, description="attempts per item while the server answers 409")
+    conflict_margin: float = Field(
+        default=10.0,
+        ge=0,
+        description="a 409 (same key still in flight) is retried for request_timeout plus this many seconds",
+    )
     backoff_initial: float = Field(default=0.5, gt=0, description="first backoff window, seconds")
     backoff_max: float = Field(default=30.0, gt=0, description="largest backoff window, seconds")
     max_server_wait: float = Field(default=300.0, gt=0, description="clamp on a server's Retry-After / reset hint")
@@ -109,7 +115,11 @@ class Settings(BaseModel):
         description="derive keys in another namespace to deliberately re-ingest",
     )
     retry_failed: bool = Field(default=False, description="also retry items that failed permanently in an earlier run")
-    grace_period: float = Field(default=10.0, ge=0, description="seconds in-flight requests get after SIGINT/SIGTERM")
+    grace_period: float = Field(
+        default=8.0,
+        ge=0,
+        description="seconds from SIGINT/SIGTERM to exit, in-flight requests and the final flush included",
+    )
     fsync_interval: float = Field(default=1.0, gt=0, description="most seconds a written record waits for fsync")
     max_failures: int | None = Field(default=None, ge=1, description="abort (exit 3) after this many failed items")
     failure_ratio: float = Field(
@@ -119,6 +129,10 @@ class Settings(BaseModel):
         description="abort (exit 3) above this share of failed items, once failure_min_items finished",
     )
     failure_min_items: int = Field(default=1000, ge=1, description="finished items before failure_ratio applies")
+    ca_bundle: Path | None = Field(
+        default=None,
+        description="PEM file of the CAs to trust for the API (default: the system's; SSL_CERT_FILE also works)",
+    )
     allow_insecure_http: bool = Field(default=False, description="send the key over plain http to a non-loopback host")
     require_fal_host: bool = Field(
         default=False, description="reject media URLs outside fal's hosts (default: warn once)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from ingest.run.pipeline import RunConfig, RunReport, run_pipeline
 from ingest.settings import Settings, build_settings, unknown_env_variables
 from ingest.upload.client import ClientOptions
 from ingest.upload.retry import RetryPolicy
-from ingest.upload.transport import check_transport
+from ingest.upload.transport import check_transport, proxy_for
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
@@ -137,6 +138,8 @@ def run_config(
             request_timeout=settings.request_timeout,
             max_response_bytes=settings.max_response_bytes,
             max_server_wait=settings.max_server_wait,
+            ca_bundle=ca_bundle(settings),
+            proxy=proxy_for(settings.base_url, allow_insecure_http=settings.allow_insecure_http),
         ),
         rate=settings.rate / (shard.count if shard else 1),  # --rate is the whole job's, shared by the shards
         burst=settings.burst,
@@ -147,7 +150,7 @@ def run_config(
             max_retry_time=settings.max_retry_time,
             backoff_initial=settings.backoff_initial,
             backoff_max=settings.backoff_max,
-            conflict_attempts=settings.conflict_attempts,
+            conflict_window=settings.request_timeout + settings.conflict_margin,
             max_server_wait=settings.max_server_wait,
         ),
         retry_failed=settings.retry_failed,
@@ -169,6 +172,18 @@ def run_config(
         metrics_host=settings.metrics_host,
         metrics_textfile=settings.metrics_textfile,
     )
+
+
+def ca_bundle(settings: Settings) -> str | None:
+    """``--ca-bundle``, checked now: a missing or unreadable bundle is a usage error, not a TLS failure later."""
+    if settings.ca_bundle is None:
+        return None
+    path = settings.ca_bundle.expanduser()
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--ca-bundle {path}: not a readable PEM file of certificates ({exc})") from None
+    return str(path)
 
 
 def event_loop_options(choice: str = "auto") -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """How a run stops early: signals, the ``--max-duration`` deadline, the failure threshold, and one ``drain``.
 
 ``RunControl`` holds the brakes. ``stop()`` stops reading the manifests and starting attempts; ``drain(grace)``
-stops and gives in-flight requests ``grace`` seconds to finish before they are abandoned; ``cancel()`` abandons
-them now; ``abort(error)`` abandons them and ends the run with exit 3. Items not finished stay pending: they have no
-record, so the next run sends them again, with the same key.
+stops and gives in-flight requests what is left of ``grace`` after ``SHUTDOWN_RESERVE`` (recording, flush, fsync,
+the summary and the process's exit must fit in ``grace`` too: a supervisor kills at its own deadline);
+``cancel()`` abandons them now; ``abort(error)`` abandons them and ends the run with exit 3. Items not finished
+stay pending: they have no record, so the next run sends them again, with the same key.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from ingest.errors import IngestError, RunAborted
 from ingest.run.stats import RunStats
 
 log = structlog.get_logger("ingest.run")
+
+SHUTDOWN_RESERVE = 1.0  # seconds of the grace period kept for the exit itself (at most a quarter of it)
+
+
+def drain_budget(grace: float) -> float:
+    """Seconds in-flight requests get of a ``grace``-second exit."""
+    return max(0.0, grace - min(SHUTDOWN_RESERVE, grace / 4))
 
 
 class RunControl:
@@ -39,9 +47,10 @@ class RunControl:
         self.producer_scope.cancel()
 
     def drain(self, grace: float) -> None:
-        """Stop, and abandon whatever is still in flight ``grace`` seconds from now."""
+        """Stop, and abandon whatever is still in flight when ``drain_budget(grace)`` seconds have passed, so that the
+        whole exit fits in ``grace``."""
         self.stop()
-        self.workers_scope.deadline = min(self.workers_scope.deadline, anyio.current_time() + grace)
+        self.workers_scope.deadline = min(self.workers_scope.deadline, anyio.current_time() + drain_budget(grace))
 
     def cancel(self) -> None:
         """Abandon everything in flight now."""

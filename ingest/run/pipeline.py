@@ -51,6 +51,7 @@ from ingest.upload.health import OUTAGE_PROBE_MAX, ServiceHealth
 from ingest.upload.limiter import RateLimiter
 from ingest.upload.preflight import preflight
 from ingest.upload.retry import RetryPolicy
+from ingest.upload.transport import shown_proxy
 
 log = structlog.get_logger("ingest.run")
 
@@ -164,6 +165,7 @@ class _Run:
                 rate=self.config.rate,
                 concurrency=self.config.client.concurrency,
                 base_url=self.config.client.base_url,
+                proxy=shown_proxy(self.config.client.proxy),
             )
             metrics = start_metrics(self.config, self.stats, self.limiter)
             try:

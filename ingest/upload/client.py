@@ -2,12 +2,18 @@
 
 ``upload()`` never raises for an HTTP or transport problem: it returns an ``AttemptResult`` that the consumer feeds
 to ``ingest.upload.retry``. Response bodies are read with a size cap, error bodies that are not the spec's envelope (an
-empty body or a proxy's HTML page) become a synthetic error, and a 201 is validated against ``ingest.models.Asset``.
+empty body or a proxy's HTML page) become a synthetic error, and only a 201 whose body validates against
+``ingest.models.UploadResponse`` (an asset with at least its ``vector_id``) carries an asset: any other 2xx, or a 201
+that is not an asset, is an unknown state (``unexpected_response``), retried with the same key. A redirect is never
+followed (the key must not travel to another place) and is recorded as ``redirect`` naming its ``Location``. Every
+string kept from an answer (body, ``X-Request-Id``, ``Location``) is masked for the key after decoding
+(``ingest.upload.masking``). A certificate that does not verify is ``tls_error``: the run stops (exit 3).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +28,7 @@ import structlog
 from ingest.credentials import ApiKey
 from ingest.models import ErrorEnvelope, UploadResponse
 from ingest.settings import default
+from ingest.upload.masking import SecretMask
 from ingest.upload.retry import server_wait
 from ingest.version import __version__
 
@@ -62,6 +69,8 @@ class ClientOptions:
     request_timeout: float = default("request_timeout")
     max_response_bytes: int = default("max_response_bytes")
     max_server_wait: float = default("max_server_wait")
+    ca_bundle: str | None = None  # PEM file of CAs to trust instead of the system's (SSL_CERT_FILE also works)
+    proxy: str | None = None  # the proxy for base_url, from HTTPS_PROXY/NO_PROXY (``ingest.upload.transport``)
 
 
 class ResponseTooLarge(Exception):
@@ -71,7 +80,11 @@ class ResponseTooLarge(Exception):
 @asynccontextmanager
 async def open_session(options: ClientOptions) -> AsyncIterator[aiohttp.ClientSession]:
     """The run's single session: connection pool sized to the concurrency, connect and total timeouts."""
-    connector = aiohttp.TCPConnector(limit=options.concurrency, limit_per_host=options.concurrency, ttl_dns_cache=300)
+    # The system's trust store (honouring SSL_CERT_FILE / SSL_CERT_DIR), or only the CAs of --ca-bundle.
+    context = ssl.create_default_context(cafile=options.ca_bundle)
+    connector = aiohttp.TCPConnector(
+        limit=options.concurrency, limit_per_host=options.concurrency, ttl_dns_cache=300, ssl=context
+    )
     timeout = aiohttp.ClientTimeout(total=options.request_timeout, connect=options.connect_timeout)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False) as session:
         yield session
@@ -85,7 +98,7 @@ class AssetsClient:
         self._options = options
         self.url = options.base_url.rstrip("/") + UPLOAD_PATH  # the one endpoint this client talks to
         # A server or proxy that echoes the Authorization header must not get the key into our records.
-        self._secrets = [part.encode() for part in api_key.parts()]
+        self._mask = SecretMask(api_key.parts())
         self._headers = {  # built once; the per-attempt copy only adds the idempotency key
             "Authorization": api_key.header(),
             "User-Agent": USER_AGENT,
@@ -107,32 +120,42 @@ class AssetsClient:
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> AttemptResult:
         try:
-            async with self._session.post(self.url, data=body, headers=headers, allow_redirects=False) as resp:
-                payload = self._mask(await _read_capped(resp, self._options.max_response_bytes))
+            async with self._session.post(
+                self.url, data=body, headers=headers, allow_redirects=False, proxy=self._options.proxy
+            ) as resp:
+                payload = self._mask.payload(await _read_capped(resp, self._options.max_response_bytes))
                 return self._interpret(resp, payload)
         except TimeoutError:
             return AttemptResult(None, error=ErrorInfo("timeout", "no response within the request timeout"))
         except ResponseTooLarge:
             limit = self._options.max_response_bytes
             return AttemptResult(None, error=ErrorInfo("bad_response", f"response body larger than {limit} bytes"))
-        except aiohttp.ClientSSLError as exc:
-            return AttemptResult(None, error=ErrorInfo("tls_error", _describe(exc)))
+        except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
+            return AttemptResult(None, error=ErrorInfo("tls_error", self._mask.text(_describe(exc))))
         except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
-            return AttemptResult(None, error=ErrorInfo("connection_error", _describe(exc)))
-
-    def _mask(self, payload: bytes) -> bytes:
-        """``payload`` with every part of the key replaced by ``***`` (a C-speed search; usually a no-op)."""
-        for secret in self._secrets:
-            if secret in payload:
-                payload = payload.replace(secret, b"***")
-        return payload
+            return AttemptResult(None, error=ErrorInfo("connection_error", self._mask.text(_describe(exc))))
 
     def _interpret(self, resp: aiohttp.ClientResponse, payload: bytes) -> AttemptResult:
-        request_id = resp.headers.get("x-request-id")
+        request_id = self._mask.optional(resp.headers.get("x-request-id"))
         if resp.status == 201:
-            return _success(payload, request_id)
+            answer = _success(payload, request_id)
+            if b"\\" in payload:  # a JSON escape may spell the key: mask the decoded strings too
+                asset = self._mask.value(answer.asset) if answer.asset is not None else None
+                answer = AttemptResult(201, asset, answer.error, request_id=self._mask.optional(answer.request_id))
+            return answer
         wait = server_wait(resp.headers, now=time.time(), max_wait=self._options.max_server_wait)
-        error = _error_info(resp.status, resp.reason, payload, request_id)
+        if 300 <= resp.status < 400:
+            location = self._mask.text(resp.headers.get("Location", "(no Location)"))
+            error = ErrorInfo(
+                "redirect", f"HTTP {resp.status} redirect to {location} not followed (check --base-url)", request_id
+            )
+        elif 200 <= resp.status < 300:
+            error = ErrorInfo(
+                "unexpected_response", f"HTTP {resp.status} instead of 201: the outcome is unknown", request_id
+            )
+        else:
+            error = _error_info(resp.status, resp.reason, payload, request_id)
+            error = ErrorInfo(error.type, self._mask.text(error.message), self._mask.optional(error.request_id))
         return AttemptResult(resp.status, error=error, server_wait=wait, request_id=error.request_id)
 
 
@@ -150,16 +173,26 @@ async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
 
 
 def _success(payload: bytes, request_id: str | None) -> AttemptResult:
+    """A 201 is a success only when its body holds an asset with a ``vector_id``; anything else proves nothing was
+    created: an unknown state, retried with the same key. An asset that lacks other fields is kept, with a warning."""
     try:
-        request_id = UploadResponse.model_validate_json(payload).asset.request_id or request_id
+        raw = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raw = None
+    asset = raw.get("asset") if isinstance(raw, dict) else None
+    if not isinstance(asset, dict) or not isinstance(asset.get("vector_id"), str) or not asset["vector_id"]:
+        shown = "an empty body" if not payload.strip() else f"{payload[:80].decode('utf-8', 'replace')!r}"
+        message = f"HTTP 201 without an asset and its vector_id ({shown}): the outcome is unknown"
+        log.warning("upload.unexpected_response", status=201, request_id=request_id, problem="no asset.vector_id")
+        return AttemptResult(201, error=ErrorInfo("unexpected_response", message, request_id), request_id=request_id)
+    try:
+        request_id = UploadResponse.model_validate(raw).asset.request_id or request_id
     except pydantic.ValidationError as exc:
-        # The server says it created the asset; believe the status, keep what it sent, and say so.
-        log.warning("upload.unexpected_response", request_id=request_id, problem=str(exc.errors()[0]["msg"]))
-        raw = _loads(payload)
-        asset_raw = raw.get("asset") if isinstance(raw, dict) else None
-        return AttemptResult(201, asset=asset_raw if isinstance(asset_raw, dict) else {}, request_id=request_id)
-    # Validated above; recorded exactly as the server sent it (extra fields included), without a re-dump.
-    return AttemptResult(201, asset=orjson.loads(payload)["asset"], request_id=request_id)
+        error = exc.errors()[0]
+        problem = f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+        log.warning("upload.unexpected_response", status=201, request_id=request_id, problem=problem)
+    # Recorded exactly as the server sent it (extra fields included), without a re-dump.
+    return AttemptResult(201, asset=asset, request_id=request_id)
 
 
 def _error_info(status: int, reason: str | None, payload: bytes, request_id: str | None) -> ErrorInfo:
@@ -179,16 +212,11 @@ def _fallback_type(status: int) -> str:
         return "not_found"
     if status == 429:
         return "rate_limited"
+    if status == 408:
+        return "timeout"
     if status >= 500:
         return "server_error"
     return "validation_error"
-
-
-def _loads(payload: bytes) -> Any:
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
 
 
 def _describe(exc: BaseException) -> str:

@@ -98,6 +98,7 @@ class Consumer:
         not an attempt the service's outage spoiled, nor a 429 answered while the run-wide pause holds.
         """
         started, attempt, charged, conflicts = time.monotonic(), 0, 0, 0
+        first_conflict: float | None = None  # when the first 409 came
         while True:
             await self.limiter.acquire()
             if self.brakes.stopping:
@@ -105,7 +106,7 @@ class Consumer:
             attempt += 1
             sent, pause_mark = time.monotonic(), self.limiter.paused_until
             answer = await self._attempt(item, retry=attempt > 1)
-            outcome = classify(answer.status)
+            outcome = classify(answer.status, has_asset=answer.asset is not None)
             elapsed = time.monotonic() - started
             if outcome is Outcome.SUCCESS:
                 self.health.alive(sent=sent)
@@ -120,7 +121,9 @@ class Consumer:
                 continue
             # A 429 for a request that was out when a run-wide pause began is the pause's, not the item's.
             charged += not (outcome is Outcome.THROTTLED and self.limiter.paused_until > pause_mark)
-            conflicts += outcome is Outcome.CONFLICT
+            if outcome is Outcome.CONFLICT:
+                conflicts += 1
+                first_conflict = first_conflict if first_conflict is not None else time.monotonic()
             decision = decide(
                 outcome,
                 attempt=charged,
@@ -129,6 +132,7 @@ class Consumer:
                 policy=self.policy,
                 rng=self.rng,
                 conflicts=conflicts,
+                conflict_elapsed=0.0 if first_conflict is None else time.monotonic() - first_conflict,
                 status=answer.status,
             )
             if decision.pause_all is not None:
@@ -189,7 +193,7 @@ class Consumer:
         info = answer.error
         retryable = outcome is not Outcome.PERMANENT
         message = info.message if info else f"HTTP {answer.status}"
-        if reason in ("attempts_exhausted", "retry_time_exhausted"):
+        if reason in ("attempts_exhausted", "retry_time_exhausted", "conflict_window_exhausted"):
             message = f"{message} (gave up: {reason.replace('_', ' ')} after {attempt} attempts)"
         log.warning(
             "upload.failed",

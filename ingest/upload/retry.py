@@ -28,23 +28,32 @@ from ingest.settings import default
 class Outcome(enum.Enum):
     """What one attempt's HTTP status (or its absence) means for the item."""
 
-    SUCCESS = "success"  # 201
+    SUCCESS = "success"  # 201 with an asset
     THROTTLED = "throttled"  # 429: wait as told, slow the whole run
-    TRANSIENT = "transient"  # 5xx, connection error, timeout: back off and retry
+    # 5xx, 408, connection error, timeout, a redirect (never followed), any 2xx but a 201 with an asset (unknown
+    # state): back off and retry with the same key
+    TRANSIENT = "transient"
     CONFLICT = "conflict"  # 409: an earlier attempt with this key may be in flight
     PERMANENT = "permanent"  # 400, 404, 422 and other 4xx: this item fails, no retry
     AUTH = "auth"  # 401, 403: abort the run
 
 
-TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
+CONFLICT_POLL_MAX = 5.0  # seconds: the longest wait between two attempts while the server answers 409
+TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
 
 
-def classify(status: int | None) -> Outcome:
-    """Sort one attempt by its HTTP status; ``None`` means no answer arrived (timeout, connection error)."""
+def classify(status: int | None, *, has_asset: bool = True) -> Outcome:
+    """Sort one attempt by its HTTP status; ``None`` means no answer arrived (timeout, connection error).
+
+    Only a 201 that carried a valid asset (``has_asset``) is a success: any other 2xx, or a 201 without one, says
+    nothing about whether the asset exists, so it is retried with the same key (the server replays if it does).
+    """
     if status is None or status in TRANSIENT_STATUSES:
         return Outcome.TRANSIENT
-    if status == 201 or 200 <= status < 300:
+    if status == 201 and has_asset:
         return Outcome.SUCCESS
+    if 200 <= status < 400:
+        return Outcome.TRANSIENT
     if status == 429:
         return Outcome.THROTTLED
     if status == 409:
@@ -66,7 +75,9 @@ class RetryPolicy:
     backoff_initial: float = default("backoff_initial")
     backoff_max: float = default("backoff_max")
     backoff_multiplier: float = 2.0
-    conflict_attempts: int = default("conflict_attempts")
+    # A 409 means an earlier request with the key may still be in flight (perhaps from a killed run): it is
+    # retried until that request cannot be alive any more, request timeout plus a margin after the first 409.
+    conflict_window: float = default("request_timeout") + default("conflict_margin")
     max_server_wait: float = default("max_server_wait")
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
@@ -99,12 +110,15 @@ def decide(
     policy: RetryPolicy,
     rng: random.Random,
     conflicts: int = 0,
+    conflict_elapsed: float = 0.0,
     status: int | None = None,
 ) -> Decision:
     """Whether to try again after ``attempt`` tries that took ``elapsed`` seconds so far.
 
-    ``conflicts`` counts the 409 answers among them: they have their own, smaller bound, so that earlier 5xx or
-    429 answers do not use up an item's patience for a 409. ``server_wait`` is the server's hint (see
+    ``conflicts`` counts the 409 answers among them, the first of which came ``conflict_elapsed`` seconds ago:
+    409s are bounded by time (``conflict_window``), not by ``max_attempts``, and are polled at most
+    ``CONFLICT_POLL_MAX`` apart, so the item is replayed soon after the earlier request ends.
+    ``server_wait`` is the server's hint (see
     ``server_wait``); it is preferred to our backoff for 429 and for 5xx answers that carry one (503 Retry-After).
     A 429, or a 503 with a hint, is run-wide: the decision carries ``pause_all``, the seconds every consumer waits.
     A zero hint is no hint: a server that says "retry now" to every 429 would otherwise have us hammer it.
@@ -115,7 +129,14 @@ def decide(
     if run_wide and server_wait is None:
         server_wait = policy.backoff(attempt, rng)
     decision = _decide_item(
-        outcome, attempt=attempt, elapsed=elapsed, server_wait=server_wait, policy=policy, rng=rng, conflicts=conflicts
+        outcome,
+        attempt=attempt,
+        elapsed=elapsed,
+        server_wait=server_wait,
+        policy=policy,
+        rng=rng,
+        conflicts=conflicts,
+        conflict_elapsed=conflict_elapsed,
     )
     if not run_wide:
         return decision
@@ -132,12 +153,20 @@ def _decide_item(
     policy: RetryPolicy,
     rng: random.Random,
     conflicts: int,
+    conflict_elapsed: float,
 ) -> Decision:
     if outcome in (Outcome.SUCCESS, Outcome.PERMANENT, Outcome.AUTH):
         return Decision(retry=False, reason=outcome.value)
-    if attempt >= policy.max_attempts or (outcome is Outcome.CONFLICT and conflicts >= policy.conflict_attempts):
+    if outcome is Outcome.CONFLICT:
+        if conflict_elapsed >= policy.conflict_window:
+            return Decision(retry=False, reason="conflict_window_exhausted")
+        # Poll, but never past the window's end: the attempt there is the replay.
+        poll = min(policy.backoff(conflicts, rng), CONFLICT_POLL_MAX, policy.conflict_window - conflict_elapsed)
+        delay = max(poll, server_wait or 0.0)
+    elif attempt - conflicts >= policy.max_attempts:
         return Decision(retry=False, reason="attempts_exhausted")
-    delay = server_wait if server_wait is not None else policy.backoff(attempt, rng)
+    else:
+        delay = server_wait if server_wait is not None else policy.backoff(attempt - conflicts, rng)
     if elapsed + delay > policy.max_retry_time:
         return Decision(retry=False, reason="retry_time_exhausted")
     return Decision(retry=True, delay=delay, reason=outcome.value)

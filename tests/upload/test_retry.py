@@ -11,7 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from ingest.upload.retry import Outcome, RetryPolicy, classify, decide, parse_retry_after, server_wait
+from ingest.upload.retry import (
+    CONFLICT_POLL_MAX,
+    Decision,
+    Outcome,
+    RetryPolicy,
+    classify,
+    decide,
+    parse_retry_after,
+    server_wait,
+)
 
 NOW = 1_800_000_000.0
 
@@ -56,18 +65,26 @@ def test_attempts_are_bounded() -> None:
     assert not final.retry and final.reason == "attempts_exhausted"
 
 
-def test_conflicts_have_their_own_bound() -> None:
-    """409 retries stop after conflict_attempts 409s, however many other failures came before them."""
-    policy = RetryPolicy(max_attempts=10, conflict_attempts=2)
-    rng = random.Random()
-    assert not decide(
-        Outcome.CONFLICT, attempt=2, elapsed=0, server_wait=None, policy=policy, rng=rng, conflicts=2
-    ).retry
-    # Six earlier 5xx answers, then a first 409: still retried.
-    assert decide(Outcome.CONFLICT, attempt=7, elapsed=0, server_wait=None, policy=policy, rng=rng, conflicts=1).retry
-    # But never past max_attempts in total.
-    assert not decide(
-        Outcome.CONFLICT, attempt=10, elapsed=0, server_wait=None, policy=policy, rng=rng, conflicts=1
+def test_conflicts_are_bounded_by_time_not_attempts() -> None:
+    """409s are retried until ``conflict_window`` seconds after the first one, whatever ``max_attempts`` says, and
+    polled no further apart than ``CONFLICT_POLL_MAX`` nor past the window's end (the attempt there is the replay)."""
+    policy = RetryPolicy(max_attempts=3, conflict_window=70.0)
+    rng = random.Random(1)
+
+    def conflict(attempt: int, conflicts: int, since: float) -> Decision:
+        return decide(
+            Outcome.CONFLICT, attempt=attempt, elapsed=since, server_wait=None, policy=policy, rng=rng,
+            conflicts=conflicts, conflict_elapsed=since,
+        )  # fmt: skip
+
+    assert conflict(attempt=20, conflicts=20, since=30.0).retry
+    assert all(conflict(n, n, 0.0).delay <= CONFLICT_POLL_MAX for n in range(1, 30))
+    assert conflict(attempt=20, conflicts=20, since=69.0).delay <= 1.0
+    final = conflict(attempt=21, conflicts=21, since=70.0)
+    assert not final.retry and final.reason == "conflict_window_exhausted"
+    # The attempts spent on 409s do not count against max_attempts for a later 5xx.
+    assert decide(
+        Outcome.TRANSIENT, attempt=12, elapsed=1, server_wait=None, policy=policy, rng=rng, conflicts=10
     ).retry
 
 

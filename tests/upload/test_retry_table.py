@@ -22,7 +22,7 @@ from tests.helpers.records import media_rows, media_url, read_results, write_jso
 
 pytestmark = pytest.mark.anyio
 
-POLICY = RetryPolicy(max_attempts=3, conflict_attempts=3, backoff_initial=0.01, backoff_max=0.05)
+POLICY = RetryPolicy(max_attempts=3, conflict_window=0.5, backoff_initial=0.01, backoff_max=0.05)
 
 
 def first_then_201(reply: Reply, *, failures: int = 1) -> Script:
@@ -245,15 +245,17 @@ async def test_409_is_retried_then_succeeds(tmp_path: Path) -> None:
     assert_one_key(server, record)
 
 
-async def test_409_forever_fails_after_conflict_attempts(tmp_path: Path) -> None:
-    """A key stuck "in progress" gets exactly ``conflict_attempts`` tries, then a retryable failure."""
+async def test_409_forever_fails_after_the_conflict_window(tmp_path: Path) -> None:
+    """A key stuck "in progress" is retried (beyond ``max_attempts``) until ``conflict_window`` seconds after the
+    first 409, the last attempt at the window's end, then recorded as a retryable failure."""
     in_progress = Reply(409, body=error_body(409, "request with this idempotency key is in progress"))
-    policy = RetryPolicy(max_attempts=8, conflict_attempts=3, backoff_initial=0.01, backoff_max=0.05)
+    policy = RetryPolicy(max_attempts=2, conflict_window=0.6, backoff_initial=0.05, backoff_max=0.1)
     async with scripted_server(lambda hit: in_progress) as server:
         _, (record,) = await run_one(tmp_path, server, policy=policy)
-    assert len(server.hits) == 3
+    assert len(server.hits) > 2
+    assert server.hits[-1].arrived - server.hits[0].arrived >= 0.6
     assert record["status"] == "failed"
-    assert record["attempts"] == 3
+    assert record["attempts"] == len(server.hits)
     assert record["http_status"] == 409
     assert record["error"]["retryable"] is True
     assert_one_key(server, record)
