@@ -12,13 +12,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 
+from ingest.admission.hosts import is_fal_host, whatwg_host
 from ingest.admission.keys import KeyDeriver, body_sha256
 from ingest.admission.shard import Shard
 from ingest.keytable import KeyTable, fingerprint
@@ -29,7 +28,6 @@ from ingest.results.record import Result, Status, error_dict
 
 log = structlog.get_logger("ingest.admission.admit")
 
-FAL_HOST_SUFFIXES = ("fal.media", "fal.ai", "fal.run")
 _LINE_MASK = (1 << 32) - 1
 _BODY_MASK = (1 << 24) - 1
 
@@ -47,23 +45,9 @@ class WorkItem:
     index: int | None = None  # the item's position in its record, when one record made several items
 
 
-# scheme://[userinfo@]host — enough for a URL that already passed validation; IPv6 literals fall back to urlsplit.
-_HOST = re.compile(r"[hH][tT][tT][pP][sS]?://(?:[^/?#@]*@)?([^/?#:\[\]]+)")
-
-
 def url_host(url: str) -> str:
-    """The URL's host, lower-cased (a regex instead of ``urlsplit``: this runs once per row)."""
-    match = _HOST.match(url)
-    return match.group(1).lower() if match else (urlsplit(url).hostname or "").lower()
-
-
-_FAL_SUBDOMAINS = tuple("." + suffix for suffix in FAL_HOST_SUFFIXES)
-
-
-def is_fal_host(url: str) -> bool:
-    """Whether ``url`` points at fal-hosted media."""
-    host = url_host(url)
-    return host.endswith(_FAL_SUBDOMAINS) or host in FAL_HOST_SUFFIXES
+    """The URL's host as a browser reads it (``ingest.admission.hosts``), for messages."""
+    return whatwg_host(url) or "(none)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,7 +139,7 @@ def run_config(
             max_response_bytes=settings.max_response_bytes,
             max_server_wait=settings.max_server_wait,
             ca_bundle=ca_bundle(settings),
-            proxy=proxy_for(settings.base_url, allow_insecure_http=settings.allow_insecure_http),
+            proxy=proxy_for(settings.base_url),
         ),
         rate=settings.rate / (shard.count if shard else 1),  # --rate is the whole job's, shared by the shards
         burst=settings.burst,

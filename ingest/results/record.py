@@ -9,12 +9,14 @@
 ```
 
 ``item`` is the exact request body for valid rows, and the row's fields as read for invalid ones, so that
-``ingest failed`` can turn failures back into a manifest.
+``ingest failed`` can turn failures back into a manifest — except for credentials in a media URL
+(``https://user:pass@host/…``), which are masked (``https://***@host/…``): the file is not a place for secrets.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,8 +74,8 @@ class Result:
             "run_id": self.run_id,
             "finished_at": self.finished_at,
             "elapsed_ms": self.elapsed_ms,
-            "item": self.item,
-            "asset": self.asset,
+            "item": mask_url_credentials(self.item),
+            "asset": mask_url_credentials(self.asset),
         }
         return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
@@ -81,6 +83,21 @@ class Result:
     def retryable(self) -> bool:
         """Whether a rerun should try this item again without ``--retry-failed``."""
         return bool(self.error and self.error.get("retryable"))
+
+
+# scheme://userinfo@ — the userinfo runs to the last '@' before the authority ends ('/', '\\', '?', '#').
+_USERINFO = re.compile(r"^(\s*[A-Za-z][A-Za-z0-9+.-]*:[/\\]*)[^/\\?#]*@")
+
+
+def mask_url_credentials(item: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``item`` with any ``user:password@`` in its ``url`` replaced by ``***@`` (the item itself is not changed)."""
+    if not item:
+        return item
+    url = item.get("url")
+    if not isinstance(url, str) or "@" not in url:
+        return item
+    masked = _USERINFO.sub(r"\1***@", url, count=1)
+    return item if masked == url else {**item, "url": masked}
 
 
 def error_dict(

@@ -53,8 +53,11 @@ def check_transport(base_url: str, *, allow_insecure_http: bool) -> None:
         raise UsageError(f"refusing to send the API key over plain http to {host}; use https, or --allow-insecure-http")
 
 
-def proxy_for(base_url: str, *, allow_insecure_http: bool, env: Mapping[str, str] | None = None) -> str | None:
-    """The proxy URL requests to ``base_url`` go through, from the environment (see the module docstring)."""
+def proxy_for(base_url: str, *, env: Mapping[str, str] | None = None) -> str | None:
+    """The proxy URL requests to ``base_url`` go through, from the environment (see the module docstring).
+
+    Plain http reaches a proxy only for a non-loopback API, which ``check_transport`` allows only with
+    ``--allow-insecure-http``: the key is in clear there by the user's choice."""
     parts = urlsplit(base_url)
     host = parts.hostname or ""
     if is_loopback(host):
@@ -68,10 +71,6 @@ def proxy_for(base_url: str, *, allow_insecure_http: bool, env: Mapping[str, str
     scheme = urlsplit(proxy).scheme
     if scheme not in ("http", "https"):
         raise UsageError(f"{parts.scheme}_proxy: only http:// and https:// proxies are supported, got {scheme}://")
-    if parts.scheme == "http" and not allow_insecure_http:
-        raise UsageError(
-            "refusing to send the API key in clear through http_proxy; use https, or --allow-insecure-http"
-        )
     return proxy
 
 
