@@ -66,7 +66,7 @@ def test_bad_value_in_file_names_file_and_key(tmp_path: Path) -> None:
 
 def test_bad_env_value_names_variable() -> None:
     """A bad environment value names the variable."""
-    with pytest.raises(ConfigError, match="INGEST_RATE: Input should be greater than or equal to 0.01"):
+    with pytest.raises(ConfigError, match=r"INGEST_RATE: Input should be greater than or equal to 0\.01"):
         build_settings(env={"INGEST_RATE": "-1"})
 
 

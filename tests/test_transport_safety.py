@@ -7,12 +7,14 @@ them; a --rate that cannot be paced is refused by name.
 
 from __future__ import annotations
 
+import ssl
 import time
 from pathlib import Path
 
 import orjson
 import pytest
-from hostile_server import (
+
+from tests.helpers.hostile_server import (
     KEY,
     PROXIED_HOST,
     ProxyServer,
@@ -28,17 +30,19 @@ from hostile_server import (
 
 
 @pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
+def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
     """A self-signed server certificate (for 127.0.0.1 and the proxied test host), made once."""
     return tls_context(tmp_path_factory.mktemp("tls"))
 
 
-def test_a_certificate_that_does_not_verify_stops_the_run_at_once(tmp_path: Path, tls: tuple[object, Path]) -> None:
+def test_a_certificate_that_does_not_verify_stops_the_run_at_once(
+    tmp_path: Path, tls: tuple[ssl.SSLContext, Path]
+) -> None:
     """TLS verification failure is a configuration error: exit 3 within seconds, one line saying so and naming
     --ca-bundle, no item recorded as failed (they stay pending)."""
     context, _ = tls
     manifest, results = write_manifest(tmp_path / "m.jsonl", 20), tmp_path / "r.jsonl"
-    with hostile_server(lambda hit: asset_reply(hit.body), ssl_context=context) as server:  # type: ignore[arg-type]
+    with hostile_server(lambda hit: asset_reply(hit.body), ssl_context=context) as server:
         started = time.monotonic()
         done = ingest(*run_args(manifest, results, server.url, "--max-attempts", "8", "--backoff-initial", "1"))
         took = time.monotonic() - started
@@ -51,13 +55,13 @@ def test_a_certificate_that_does_not_verify_stops_the_run_at_once(tmp_path: Path
 
 
 @pytest.mark.parametrize("how", ["--ca-bundle", "SSL_CERT_FILE"])
-def test_a_trusted_ca_makes_the_same_server_work(tmp_path: Path, tls: tuple[object, Path], how: str) -> None:
+def test_a_trusted_ca_makes_the_same_server_work(tmp_path: Path, tls: tuple[ssl.SSLContext, Path], how: str) -> None:
     """The server's CA given with --ca-bundle, or with SSL_CERT_FILE, is trusted: every item succeeds."""
     context, cert = tls
     manifest, results = write_manifest(tmp_path / "m.jsonl"), tmp_path / "r.jsonl"
     extra = ["--ca-bundle", str(cert)] if how == "--ca-bundle" else []
     env = cli_env(SSL_CERT_FILE=str(cert)) if how == "SSL_CERT_FILE" else cli_env()
-    with hostile_server(lambda hit: asset_reply(hit.body), ssl_context=context) as server:  # type: ignore[arg-type]
+    with hostile_server(lambda hit: asset_reply(hit.body), ssl_context=context) as server:
         done = ingest(*run_args(manifest, results, server.url, *extra), env=env)
     assert done.code == 0, done.stderr[-3000:]
     assert {r["status"] for r in records(results)} == {"succeeded"}
@@ -71,14 +75,14 @@ def test_a_missing_ca_bundle_is_a_usage_error(tmp_path: Path) -> None:
     assert "--ca-bundle" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_https_proxy_is_used_through_a_connect_tunnel(tmp_path: Path, tls: tuple[object, Path]) -> None:
+def test_https_proxy_is_used_through_a_connect_tunnel(tmp_path: Path, tls: tuple[ssl.SSLContext, Path]) -> None:
     """With HTTPS_PROXY set, an https API is reached through the proxy by CONNECT: the proxy sees host and port,
     never the key (which travels inside TLS)."""
     context, cert = tls
     manifest, results = write_manifest(tmp_path / "m.jsonl"), tmp_path / "r.jsonl"
     proxy = ProxyServer()
     with (
-        hostile_server(lambda hit: asset_reply(hit.body), ssl_context=context) as server,  # type: ignore[arg-type]
+        hostile_server(lambda hit: asset_reply(hit.body), ssl_context=context) as server,
         proxy.running(),
     ):
         url = f"https://{PROXIED_HOST}:{server.port}/v1"

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hostile_server import (
+
+from tests.helpers.hostile_server import (
     KEY,
     ROWS,
+    Answer,
     Hit,
     Reply,
     asset,
@@ -95,11 +97,11 @@ LEAKS = {
 
 
 @pytest.mark.parametrize("answer", LEAKS.values(), ids=LEAKS.keys())
-def test_the_key_echoed_back_never_reaches_the_results_file_or_report(tmp_path: Path, answer: object) -> None:
+def test_the_key_echoed_back_never_reaches_the_results_file_or_report(tmp_path: Path, answer: Answer) -> None:
     """A server echoing the key in X-Request-Id, or JSON-escaped in an error message or a 201 asset, gets it
     masked after decoding: it is in no record, no log line, and not in ``ingest report``."""
     manifest, results = write_manifest(tmp_path / "m.jsonl"), tmp_path / "r.jsonl"
-    with hostile_server(answer) as server:  # type: ignore[arg-type]
+    with hostile_server(answer) as server:
         done = ingest(*run_args(manifest, results, server.url))
     report = ingest("report", results)
     report_json = ingest("report", results, "--json", "--top", "20")
