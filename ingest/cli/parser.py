@@ -38,6 +38,8 @@ def _run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file (configs/*.toml)")
     parser.add_argument("--limit", type=int, metavar="N", help="send at most N items (try a run on a slice)")
     parser.add_argument("--dry-run", action="store_true", help="validate and count what would be sent; send nothing")
+    # Set by ``--processes`` on its children: the parent holds the results family's lock for them.
+    parser.add_argument("--family-lock-held", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--processes",
         type=int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import ssl
 import sys
@@ -22,6 +23,7 @@ from ingest.errors import UsageError
 from ingest.logs import configure_logging
 from ingest.manifest.source import ManifestOptions, ManifestSource, preflight
 from ingest.results.naming import default_results_path, expand_shard_placeholder
+from ingest.results.paths import Named, check_outputs_are_not_inputs
 from ingest.run.pipeline import RunConfig, RunReport, run_pipeline
 from ingest.settings import Settings, build_settings, unknown_env_variables
 from ingest.upload.client import ClientOptions
@@ -54,6 +56,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_transport(settings.base_url, allow_insecure_http=settings.allow_insecure_http)
     sources = open_sources(args.manifests, settings)
     config = run_config(settings, sources, limit=args.limit, handle_signals=True)
+    config = dataclasses.replace(config, family_lock_held=args.family_lock_held)
+    check_outputs_are_not_inputs(
+        config.results_path,
+        inputs=run_inputs(args, settings),
+        processes=args.processes,
+        metrics_textfile=config.metrics_textfile,
+    )
     if args.dry_run:
         from ingest.commands.validate import dry_run
 
@@ -61,9 +70,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.processes > 1:
         if config.shard is not None:
             raise UsageError("--processes and --shard do not combine: shard across machines, or processes on one")
+        from ingest.results.lock import ResultsLock
         from ingest.run.processes import run_processes
 
-        return run_processes(args.argv, count=args.processes, results=config.results_path)
+        with ResultsLock(config.results_path):  # the family, for all children: a plain run beside them is refused
+            return run_processes(args.argv, count=args.processes, results=config.results_path)
     api_key = resolve_api_key(key_file=settings.key_file)
     configure_logging(fmt=settings.log_format, level=settings.log_level, secrets=[api_key.reveal()])
     report: RunReport = anyio.run(
@@ -71,6 +82,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print_summary(report)
     return report.exit_code
+
+
+def run_inputs(args: argparse.Namespace, settings: Settings) -> list[Named]:
+    """The files a run reads: none of them may be one it writes."""
+    inputs = [Named("manifest", Path(path)) for path in args.manifests if path != "-"]
+    if getattr(args, "config", None) is not None:
+        inputs.append(Named("--config", args.config))
+    for what, path in (("--key-file", settings.key_file), ("--ca-bundle", settings.ca_bundle)):
+        if path is not None:
+            inputs.append(Named(what, path.expanduser()))
+    return inputs
 
 
 _DELIMITER_WORDS = {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}  # what a shell can type

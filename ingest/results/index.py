@@ -19,6 +19,7 @@ import enum
 import os
 import re
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -129,6 +130,8 @@ _FAST = re.compile(
     rb'\{"key":"([^"\\]*)","status":"([a-z]+)","body_sha256":(?:null|"([0-9a-f]{64})"),"error":(null|\{)'
 )
 _RETRYABLE = b'"retryable":true'
+_HEX8 = re.compile(rb"[0-9a-f]{8}")
+MAX_RECORD_BYTES = 32 << 20  # a longer line is not a record of ours (a 201 asset is capped at max_response_bytes)
 
 
 def _fold_line(index: ResumeIndex, raw: bytes) -> bool:
@@ -136,7 +139,13 @@ def _fold_line(index: ResumeIndex, raw: bytes) -> bool:
     if raw.startswith(_KEY_PREFIX):
         # The common case, a success written by us: fixed offsets, no regex, no decoding.
         end = raw.find(b'"', 8)
-        if raw.startswith(_SUCCEEDED_INFIX, end) and raw[end + _SHA_END] == 0x22 and b"\\" not in raw[8:end]:
+        if (
+            raw.startswith(_SUCCEEDED_INFIX, end)
+            and len(raw) > end + _SHA_END  # a torn line may end early, then an editor's newline
+            and raw[end + _SHA_END] == 0x22
+            and b"\\" not in raw[8:end]
+            and _HEX8.fullmatch(raw, end + len(_SUCCEEDED_INFIX), end + len(_SUCCEEDED_INFIX) + 8)
+        ):
             sha_start = end + len(_SUCCEEDED_INFIX)
             body_fp = int(raw[sha_start : sha_start + 8], 16) & _BODY_MASK
             index.table.put(fingerprint_bytes(raw[8:end]), body_fp << 2 | _SUCCEEDED)  # a success always wins
@@ -172,21 +181,35 @@ def load_index(path: Path, *, with_family: bool = True) -> ResumeIndex:
 
 
 def _read_into(index: ResumeIndex, path: Path, *, own: bool) -> None:
-    offset = 0
+    """Fold every line of ``path`` in; a line longer than ``MAX_RECORD_BYTES`` is skipped in bounded reads and
+    counted as unreadable, so memory stays flat whatever the file holds."""
+    offset, number = 0, 0
     with path.open("rb") as file:
-        for number, raw in enumerate(file, start=1):
+        while raw := file.readline(MAX_RECORD_BYTES):
+            number += 1
+            overlong = len(raw) == MAX_RECORD_BYTES and not raw.endswith(b"\n")
+            if overlong:
+                raw += _skip_line(file)
             if not raw.endswith(b"\n"):
                 if own:
                     index.torn_tail = True
                     index.repair_offset = offset
                 break
-            offset += len(raw)
+            offset = file.tell() if overlong else offset + len(raw)
             index.lines_read += 1
-            if not raw.strip() or _fold_line(index, raw):
+            if not overlong and (not raw.strip() or _fold_line(index, raw)):
                 continue
             index.unreadable_count += 1
             if len(index.unreadable_lines) < 20 and own:
                 index.unreadable_lines.append(number)
+
+
+def _skip_line(file: BinaryIO) -> bytes:
+    """Read past the rest of an overlong line; ``b"\\n"`` if its end was found, else ``b""`` (the file ended)."""
+    while chunk := file.readline(1 << 20):
+        if chunk.endswith(b"\n"):
+            return b"\n"
+    return b""
 
 
 def _estimate_records(path: Path) -> int:

@@ -40,6 +40,11 @@ def shard_results_path(results: Path, index: int, count: int) -> Path:
     return results.with_name(f"{results.stem}.{shard_tag(index, count)}{results.suffix}")
 
 
+def family_base(path: Path) -> Path:
+    """The base file of ``path``'s family: ``x.results.shard-K-of-N.jsonl`` → ``x.results.jsonl``."""
+    return path.with_name(_SHARD_TAG.sub("", path.stem) + path.suffix)
+
+
 def family(path: Path) -> list[Path]:
     """The results files that describe the same job as ``path``: its base file and every shard file beside it,
     existing ones only, ``path`` itself last."""

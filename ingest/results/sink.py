@@ -9,6 +9,7 @@ that is cancelled still leaves a complete, durable file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import BinaryIO
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from ingest.errors import LocalIOError
 from ingest.results.record import Result
 from ingest.results.rules import utc_now
 
@@ -34,10 +36,13 @@ class ResultsSink:
         *,
         fsync_interval: float = 1.0,
         on_result: Callable[[Result], None] | None = None,
+        on_error: Callable[[LocalIOError], None] | None = None,
     ) -> None:
         self.path = path
         self.fsync_interval = fsync_interval  # most seconds a written record waits for fsync
         self._on_result = on_result  # stats and failure-threshold hook
+        self._on_error = on_error  # told once when the file cannot be written (the run stops)
+        self.error: LocalIOError | None = None  # the first write failure, if any
         self.written = 0  # records written so far
         self.fsyncs = 0  # fsync calls made
         self._dirty = False  # written but not yet fsynced
@@ -47,18 +52,42 @@ class ResultsSink:
         return f"ResultsSink(path={str(self.path)!r}, written={self.written}, fsyncs={self.fsyncs})"
 
     async def run(self, receive: MemoryObjectReceiveStream[Result]) -> None:
-        """Write everything received until the stream closes; always ends with a flush and fsync."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        file = self.path.open("ab")
-        try:
-            async with receive:
+        """Write everything received until the stream closes; always ends with a flush and fsync.
+
+        A write that fails (disk full, a filesystem turned read-only) is reported once through ``on_error`` (the
+        run stops sending); what arrives after it is received and dropped, so no stage blocks on a full stream,
+        and those items stay pending. Records written before the failure are intact (each batch is one write).
+        """
+        async with receive:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                file = self.path.open("ab")
+            except OSError as exc:
+                self._failed(exc)
+                await _discard(receive)
+                return
+            try:
                 await self._drain(receive, file)
-        finally:
-            # Plain synchronous calls: cancellation cannot interrupt them, so no shield is needed.
-            file.flush()
-            os.fsync(file.fileno())
-            self.fsyncs += 1
-            file.close()
+            except OSError as exc:
+                self._failed(exc)
+                await _discard(receive)
+            finally:
+                # Plain synchronous calls: cancellation cannot interrupt them, so no shield is needed.
+                try:
+                    file.flush()
+                    os.fsync(file.fileno())
+                    self.fsyncs += 1
+                except OSError as exc:
+                    self._failed(exc)
+                finally:
+                    with contextlib.suppress(OSError):
+                        file.close()
+
+    def _failed(self, exc: OSError) -> None:
+        if self.error is None:
+            self.error = LocalIOError(f"cannot write the results file {self.path}: {exc.strerror or exc}")
+            if self._on_error is not None:
+                self._on_error(self.error)
 
     async def _drain(self, receive: MemoryObjectReceiveStream[Result], file: BinaryIO) -> None:
         while True:
@@ -114,3 +143,9 @@ class ResultsSink:
         self.fsyncs += 1
         self._dirty = False
         self._last_fsync = time.monotonic()
+
+
+async def _discard(receive: MemoryObjectReceiveStream[Result]) -> None:
+    """Receive and drop everything until the stream closes (after a write failure)."""
+    async for _ in receive:
+        pass

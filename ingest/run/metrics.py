@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import structlog
 from prometheus_client import CollectorRegistry, start_http_server, write_to_textfile
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -32,6 +33,8 @@ from prometheus_client.registry import Collector
 from ingest.run.stats import LATENCY_BUCKETS, RunStats
 from ingest.upload.limiter import RateLimiter
 from ingest.version import __version__
+
+log = structlog.get_logger("ingest.run.metrics")
 
 
 class RunCollector(Collector):
@@ -86,6 +89,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(RunCollector(stats, limiter))
         self.textfile = textfile  # where write() puts the node-exporter textfile, if anywhere
+        self._write_failed = False  # a textfile write failed (warned once)
         self._server: Any = None  # the HTTP server, while serving
 
     def __repr__(self) -> str:
@@ -98,10 +102,17 @@ class Metrics:
         return int(server.server_port)
 
     def write(self) -> None:
-        """Write the textfile (atomically: temp file + rename), if one is configured."""
-        if self.textfile is not None:
+        """Write the textfile (atomically: temp file + rename), if one is configured. A failure (disk full) is
+        one warning, not the end of the run: metrics are a view, the results file is the record."""
+        if self.textfile is None:
+            return
+        try:
             self.textfile.parent.mkdir(parents=True, exist_ok=True)
             write_to_textfile(str(self.textfile), self.registry)
+        except OSError as exc:
+            if not self._write_failed:
+                log.warning("metrics.write_failed", textfile=str(self.textfile), message=exc.strerror or str(exc))
+            self._write_failed = True
 
     def close(self) -> None:
         """Final textfile write and stop serving."""

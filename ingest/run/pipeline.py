@@ -33,10 +33,10 @@ from ingest.admission.admit import Rules, WorkItem
 from ingest.admission.keys import KeyDeriver
 from ingest.admission.shard import Shard
 from ingest.credentials import ApiKey
-from ingest.errors import EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK, IngestError
+from ingest.errors import EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK, IngestError, LocalIOError
 from ingest.manifest.source import ManifestOptions, ManifestSource
 from ingest.results.index import ResumeIndex, load_index, repair
-from ingest.results.lock import ResultsLock
+from ingest.results.lock import FamilyMode, ResultsLock
 from ingest.results.record import Result, Status
 from ingest.results.sink import ResultsSink
 from ingest.run.control import FailureThreshold, RunControl, stop_after, watch_signals
@@ -87,6 +87,7 @@ class RunConfig:
     metrics_port: int | None = None  # serve Prometheus metrics on this port while running
     metrics_host: str = default("metrics_host")
     metrics_textfile: Path | None = None  # write metrics here (node-exporter textfile collector), atomically
+    family_lock_held: bool = False  # a --processes parent holds the results family's lock for this child
 
     @property
     def rules(self) -> Rules:
@@ -107,7 +108,7 @@ class RunReport:
     def exit_code(self) -> int:
         """The README's § Exit codes."""
         if self.aborted is not None:
-            return self.aborted.exit_code  # 3, or 4 when the service could not be used
+            return self.aborted.exit_code  # 3 (credentials, TLS, failure threshold), 4 (service unusable), 5 (local I/O)
         if self.interrupted:
             return EXIT_INTERRUPTED
         # Items that failed permanently in an earlier run and were skipped are still not in the library:
@@ -120,7 +121,8 @@ class RunReport:
 
 async def run_pipeline(config: RunConfig, api_key: ApiKey) -> RunReport:
     """Run the whole job once; holds the results file's lock throughout."""
-    with ResultsLock(config.results_path):
+    family: FamilyMode = "held" if config.family_lock_held else "shared" if config.shard is not None else "exclusive"
+    with ResultsLock(config.results_path, family=family):
         index = _load_resume(config.results_path)
         return await _Run(config, api_key, index).execute()
 
@@ -206,7 +208,12 @@ class _Run:
         concurrency = config.client.concurrency
         items_send, items_recv = anyio.create_memory_object_stream[WorkItem](2 * concurrency)
         results_send, results_recv = anyio.create_memory_object_stream[Result](4 * concurrency)
-        sink = ResultsSink(config.results_path, fsync_interval=config.fsync_interval, on_result=self._on_result)
+        sink = ResultsSink(
+            config.results_path,
+            fsync_interval=config.fsync_interval,
+            on_result=self._on_result,
+            on_error=self._local_io_failed,
+        )
         producer = Producer(
             config.sources,
             self.admission,
@@ -239,6 +246,10 @@ class _Run:
                         async with items_recv:
                             for _ in range(concurrency):
                                 workers.start_soon(consumer.run, items_recv.clone(), results_send.clone())
+
+    def _local_io_failed(self, error: LocalIOError) -> None:
+        log.error("results.write_failed", message=str(error), hint="items not recorded stay pending for the next run")
+        self.control.abort(error)
 
     def _on_result(self, result: Result) -> None:
         self.stats.count(result.status, result.error.get("type") if result.error else None)

@@ -73,6 +73,7 @@ def run_processes(run_argv: Sequence[str], *, count: int, results: Path) -> int:
                 str(shard_results_path(results, k, count)),
                 "--progress",
                 "log",
+                "--family-lock-held",
             ]
         )
         for k in range(count)
