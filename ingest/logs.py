@@ -19,6 +19,8 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
+from ingest.terminal import for_terminal
+
 REDACTED = "***"
 
 _secrets: list[str] = []  # the values the redactor masks; set once per process by configure_logging
@@ -51,6 +53,24 @@ def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, A
         return event_dict
     for key, value in list(event_dict.items()):
         event_dict[key] = _redact_value(value)
+    return event_dict
+
+
+def _safe_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return for_terminal(value)
+    if isinstance(value, dict):
+        return {key: _safe_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_safe_value(item) for item in value]
+    return value
+
+
+def terminal_safe(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: control characters in any value (a server's message, a manifest cell) are shown
+    escaped (``ingest.terminal``), in console and JSON lines alike: people read both on a terminal."""
+    for key, value in list(event_dict.items()):
+        event_dict[key] = _safe_value(value)
     return event_dict
 
 
@@ -104,6 +124,7 @@ def configure_logging(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redact_secrets,
+            terminal_safe,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),

@@ -13,6 +13,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,7 +179,7 @@ def test_a_disk_that_fills_mid_run_is_exit_5_with_the_summary_then_a_rerun_compl
     assert all(by_key[r["key"]] == 1 for r in written)  # what was recorded was not sent again
 
 
-def _complete_records(path: Path) -> list[dict[str, object]]:
+def _complete_records(path: Path) -> list[dict[str, Any]]:
     import orjson
 
     return [orjson.loads(line) for line in path.read_bytes().split(b"\n")[:-1] if line.strip()]

@@ -148,3 +148,24 @@ def test_408_is_retried(tmp_path: Path) -> None:
         assert [h.attempt for h in server.hits] == [1, 2]
     assert done.code == 0, done.stderr[-3000:]
     assert records(results)[0]["status"] == "succeeded"
+
+
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x1b]8;;https://evil.example/\x07click\x1b]8;;\x07\x1b]52;c;ZXZpbA==\x07\x9b31m\u202e"
+
+
+@pytest.mark.parametrize("status", [400, 401])
+def test_server_text_cannot_drive_the_terminal(tmp_path: Path, status: int) -> None:
+    """Window titles, clear-screen, OSC 8 links and OSC 52 clipboard writes in a server's message reach neither
+    the run's summary (its ``aborted:`` line) nor ``ingest report --top``: control characters are shown escaped."""
+    manifest, results = write_manifest(tmp_path / "m.jsonl"), tmp_path / "r.jsonl"
+    error_type = "authorization_error" if status == 401 else "validation_error"
+    with hostile_server(lambda hit: error_reply(status, f"nope {ESCAPES}", error_type)) as server:
+        done = ingest(*run_args(manifest, results, server.url))
+    report = ingest("report", results, "--top", "5") if results.exists() else None
+    printed = done.stderr + done.stdout + (report.stdout + report.stderr if report else "")
+    for char in "\x1b\x07\x9b\u202e":
+        assert char not in printed
+    if status == 401:
+        assert "aborted:" in done.stderr and "\\x1b]0;pwned" in done.stderr
+    else:
+        assert report is not None and "\\x1b]52;c;" in report.stdout

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from ingest.errors import EXIT_USAGE, IngestError
 from ingest.logs import redact
+from ingest.terminal import for_terminal
 
 __all__ = ["build_parser", "main"]
 
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except IngestError as exc:
-        print(redact(f"ingest: error: {exc}"), file=sys.stderr)
+        print(for_terminal(redact(f"ingest: error: {exc}")), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -12,6 +12,7 @@ from ingest.admission.keys import KeyDeriver
 from ingest.admission.shard import parse_shard
 from ingest.errors import UsageError
 from ingest.logs import configure_logging
+from ingest.terminal import for_terminal
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -33,7 +34,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ingest.commands.report import build_report, render_json, render_text
 
     report = build_report(args.results)
-    print(render_json(report) if args.json else render_text(report, top=args.top))
+    print(render_json(report) if args.json else for_terminal(render_text(report, top=args.top)))
     return 0
 
 

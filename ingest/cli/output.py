@@ -7,6 +7,7 @@ from typing import Any
 
 from ingest.logs import redact
 from ingest.run.pipeline import RunReport
+from ingest.terminal import for_terminal
 
 
 def print_summary(report: RunReport, *, out: Any = None) -> None:
@@ -27,4 +28,4 @@ def print_summary(report: RunReport, *, out: Any = None) -> None:
         lines.append(f"aborted: {report.aborted} — unfinished items stay pending for the next run")
     elif report.interrupted:
         lines.append("interrupted: the results file is complete up to here; run the same command to continue")
-    print(redact("\n".join(lines)), file=out)
+    print(for_terminal(redact("\n".join(lines))), file=out)

@@ -19,6 +19,7 @@ from ingest.manifest.source import ManifestOptions, ManifestSource, read_manifes
 from ingest.results.index import ResumeIndex, Verdict, load_index
 from ingest.results.record import Result, Status
 from ingest.run.pipeline import RunConfig
+from ingest.terminal import for_terminal
 
 
 @dataclass(slots=True)
@@ -104,14 +105,14 @@ def validate_manifests(
     for detected in result.detected:
         print(f"detected: {detected.removeprefix('manifest.detected: ')}", file=out)
     for warning in result.warnings:
-        print(f"warning: {warning}", file=out)
+        print(for_terminal(f"warning: {warning}"), file=out)
     if result.problems:
         shown = len(result.problems)
         print(
             f"first {shown} problem{'s' if shown != 1 else ''}:" if counts["invalid"] > shown else "problems:", file=out
         )
         for problem in result.problems:
-            print(f"  {problem}", file=out)
+            print(for_terminal(f"  {problem}"), file=out)
     return EXIT_ITEMS_FAILED if counts["invalid"] else EXIT_OK
 
 
@@ -136,7 +137,7 @@ def dry_run(config: RunConfig, *, estimate_rate: float, out: Any = None) -> int:
         file=out,
     )
     for problem in result.problems:
-        print(f"  {problem}", file=out)
+        print(for_terminal(f"  {problem}"), file=out)
     return EXIT_ITEMS_FAILED if c["invalid"] else 0
 
 
