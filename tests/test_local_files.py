@@ -15,9 +15,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.helpers.hostile_server import (
+    Hit,
     Reply,
     asset_reply,
     cli_env,
@@ -183,3 +185,31 @@ def _complete_records(path: Path) -> list[dict[str, Any]]:
     import orjson
 
     return [orjson.loads(line) for line in path.read_bytes().split(b"\n")[:-1] if line.strip()]
+
+
+def test_a_manifest_rewritten_while_it_is_read_stops_being_read_with_a_warning(tmp_path: Path) -> None:
+    """A manifest rewritten in place under the reader (another size, another mtime) is not read further: one
+    ``manifest.changed`` warning, no garbage row, and every record still names its row's true line."""
+    manifest, results = (
+        write_manifest(tmp_path / "m.jsonl", 400, prefix="long-prefix-for-offsets"),
+        tmp_path / "r.jsonl",
+    )
+    original = manifest.read_bytes().splitlines()
+    rewritten: list[bool] = []
+
+    def answer(hit: Hit) -> Reply:
+        if not rewritten:
+            rewritten.append(True)
+            with manifest.open("r+b") as file:  # in place: same inode, the reader's offset now points elsewhere
+                file.truncate(0)
+                file.write(b"".join(b'{"url":"https://v3.fal.media/n/%d.png"}\n' % i for i in range(2000)))
+        return asset_reply(hit.body)
+
+    with hostile_server(answer) as server:
+        done = ingest(*run_args(manifest, results, server.url, "--concurrency", "1"))
+    assert done.events("manifest.changed"), done.stderr[-3000:]
+    written = records(results)
+    assert written and {r["status"] for r in written} == {"succeeded"}
+    for record in written:
+        assert orjson.loads(original[record["line"] - 1])["url"] == record["item"]["url"]
+    assert len(written) < 400
