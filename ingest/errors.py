@@ -96,4 +96,10 @@ class ServiceUnavailable(IngestError):
     ``max_outage``): not a failure of any item, so nothing is recorded for them and the same command resumes."""
 
     exit_code = EXIT_SERVICE_UNAVAILABLE
-EXIT_LOCAL_IO = 5
+
+
+class LocalIOError(IngestError):
+    """Writing a local file failed (disk full, read-only filesystem, a directory where a file belongs); the
+    message names the path. Records written before the failure are intact."""
+
+    exit_code = EXIT_LOCAL_IO

@@ -108,7 +108,8 @@ class RunReport:
     def exit_code(self) -> int:
         """The README's § Exit codes."""
         if self.aborted is not None:
-            return self.aborted.exit_code  # 3 (credentials, TLS, failure threshold), 4 (service unusable), 5 (local I/O)
+            # 3 (credentials, TLS, failure threshold), 4 (service unusable), 5 (local I/O)
+            return self.aborted.exit_code
         if self.interrupted:
             return EXIT_INTERRUPTED
         # Items that failed permanently in an earlier run and were skipped are still not in the library:
