@@ -39,7 +39,10 @@ def judge(answer: AttemptResult, url: str) -> IngestError | None:
     detail = f"{error.message}" if error else f"HTTP {status}"
     if status is None:
         if error is not None and error.type == "tls_error":
-            return TlsFailure(f"TLS failure talking to {url}: {detail}")
+            return TlsFailure(
+                f"TLS failure talking to {url}: {detail} — if the server is right, trust its CA with --ca-bundle PATH "
+                "(or SSL_CERT_FILE)"
+            )
         return ServiceUnavailable(f"cannot reach {url}: {detail}")
     if status in (404, 405):
         return ServiceUnavailable(

@@ -84,8 +84,9 @@ def json_escaped(text: str) -> str:
 class HostileServer:
     """The running server: its URL and every ``Hit``."""
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, probe: Reply | None = None) -> None:
         self.answer = answer
+        self.probe = probe  # the answer to the preflight probe; None: a 422, as the API gives
         self.hits: list[Hit] = []
         self.url = ""  # http(s)://127.0.0.1:port/v1 once listening
         self.port = 0
@@ -105,6 +106,11 @@ class HostileServer:
         except orjson.JSONDecodeError:
             body = {}
         key = request.headers.get("Idempotency-Key")
+        if key is None and body == {}:
+            # The run's preflight probe (an empty body, no key): answered as the API would, and not a hit, so
+            # that a test's answer is about items (a test of the probe itself uses ``probe=``).
+            probe = self.probe or error_reply(422, "url: field required")
+            return self._respond(probe, body)
         with self._lock:
             attempt = 1 + sum(1 for hit in self.hits if hit.key == key)
             hit = Hit(key, attempt, body, dict(request.headers), time.monotonic())
@@ -114,6 +120,9 @@ class HostileServer:
             reply = await reply
         if reply.delay:
             await asyncio.sleep(reply.delay)
+        return self._respond(reply, body)
+
+    def _respond(self, reply: Reply, body: dict[str, Any]) -> web.Response:
         payload = reply.body if reply.body is not None else orjson.dumps({"asset": asset(body)})
         response = web.Response(status=reply.status, body=payload, headers=dict(reply.headers))
         response.content_type = reply.content_type
@@ -185,9 +194,11 @@ def _serve_in_thread(app: web.Application, ssl_context: ssl.SSLContext | None) -
 
 
 @contextlib.contextmanager
-def hostile_server(answer: Answer, *, ssl_context: ssl.SSLContext | None = None) -> Iterator[HostileServer]:
+def hostile_server(
+    answer: Answer, *, ssl_context: ssl.SSLContext | None = None, probe: Reply | None = None
+) -> Iterator[HostileServer]:
     """A ``HostileServer`` answering ``answer(hit)`` on a free loopback port, for the duration of the block."""
-    server = HostileServer(answer)
+    server = HostileServer(answer, probe)
     app = web.Application()
     app.router.add_post(UPLOADS, server.handle)
     with _serve_in_thread(app, ssl_context) as port:
