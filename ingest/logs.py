@@ -6,7 +6,8 @@ Event names used by ``ingest`` (stable; tests assert on them with ``structlog.te
 ``run.limit_reached``, ``run.max_duration_reached``, ``resume.loaded``, ``resume.repaired``,
 ``resume.unreadable_lines``, ``manifest.unknown_columns``, ``manifest.non_fal_host``, ``row.invalid``,
 ``item.duplicate``, ``item.changed``, ``upload.succeeded``, ``upload.retry``, ``upload.failed``,
-``upload.unexpected_response``, ``limiter.paused``, ``auth.rejected``, ``metrics.serving``.
+``upload.unexpected_response``, ``limiter.paused``, ``auth.rejected``, ``metrics.serving``, ``manifest.changed``,
+``results.write_failed``, ``metrics.write_failed``.
 """
 
 from __future__ import annotations
