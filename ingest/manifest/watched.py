@@ -58,3 +58,9 @@ class WatchedFile:
 
     def close(self) -> None:
         self._file.close()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int:
+        return self._file.seek(offset, whence)
+
+    def __getattr__(self, name: str) -> object:  # tell, seekable, peek, …: the file's own
+        return getattr(self._file, name)
