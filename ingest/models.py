@@ -80,14 +80,12 @@ def _not_uri_message(url: str, at: int) -> str:
         return f"URL has a space {where}: a URI cannot hold one; write it as %20"
     if ch == "%":
         return f"URL has a malformed escape {url[at : at + 3]!r} {where}: '%' must start two hex digits (%25 is '%')"
-    if ch == "#" or ("#" in url[: at + 1] and url.count("#") > 1):
+    if "#" in url[: at + 1] and url.count("#") > 1:  # the pattern matches just after the first "#"
         second = url.index("#", url.index("#") + 1)
         return f"URL has a second '#' at character {second + 1}: a URI has one fragment; write a literal '#' as %23"
-    return (
-        f"URL has {ch!r} {where}: a URI cannot hold it; percent-encode it as %{ord(ch):02X}"
-        if ch.isascii()
-        else (f"URL has the non-ASCII character {ch!r} {where}: a URI must percent-encode it (as UTF-8 octets)")
-    )
+    if not ch.isascii():
+        return f"URL has the non-ASCII character {ch!r} {where}: a URI must percent-encode it (as UTF-8 octets)"
+    return f"URL has {ch!r} {where}: a URI cannot hold it; percent-encode it as %{ord(ch):02X}"
 
 
 class UploadRequest(BaseModel):

@@ -1,6 +1,7 @@
 """JSONL (``.jsonl`` / ``.ndjson``) manifests: one JSON object per physical line.
 
-- Blank and whitespace-only lines are skipped; every other line is exactly one row, valid or not.
+- Blank and whitespace-only lines are skipped; every other line is one row, valid or not (or one per element
+  when a ``[*]`` path or a fal output makes several items of it, each with the line's number).
 - Values keep their JSON types and are validated strictly: ``{"url": 5}`` is an error, not ``"5"``;
   ``favorite`` must be a JSON boolean and ``tag_ids`` an array of strings; ``prompt`` and ``collection_id``
   may be ``null`` (the spec makes them nullable), ``type`` may not. A ``type`` of ``""`` and an
