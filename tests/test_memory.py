@@ -11,11 +11,19 @@ Figures seen on a 2-core machine (Python 3.11, aiohttp 3.14), peak RSS (VmHWM) o
 - with the compact ``ingest.keytable.KeyTable``: 20k rows ~60 MB, 200k rows ~73 MB (~70 B per extra item), and
   a rerun of the 200k run (resume index of 200k records, every row skipped) ~66 MB.
 The whole test takes ~3-5 minutes (the 200k run is ~2-4 minutes of it, more on a busy machine).
+
+``test_memory_is_flat_for_every_front_door_format`` holds the same budget for a CSV, a TSV, a JSON array (read by
+the streaming parser) and a JSONL of fal outputs exploded through ``images[*]`` (two items per record), 200,000
+items each against 20,000 of the same format. Seen on a loaded 2-core machine: CSV 60.7 -> 66.6 MB, JSON array
+60.9 -> 69.3 MB, fal images[*] JSONL 61.2 -> 70.3 MB (each ~5-10 minutes under load).
 """
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -99,3 +107,73 @@ async def test_memory_is_bounded_as_the_manifest_grows(tmp_path: Path) -> None:
     assert large_mb < small_mb + ALLOWED_GROWTH_MB, figures
     assert large_mb <= 100, figures  # issue 5's budget: peak RSS at most 100 MB for 200k rows
     assert rerun_mb < small_mb + ALLOWED_GROWTH_MB, figures
+
+
+def _row(i: int) -> dict[str, str]:
+    return {"url": media_url(i, "mem"), "type": "image", "prompt": f"memory test row {i}"}
+
+
+def write_delimited(path: Path, rows: int, delimiter: str) -> Path:
+    with path.open("w", encoding="utf-8") as file:
+        file.write(delimiter.join(("url", "type", "prompt")) + "\n")
+        for i in range(rows):
+            file.write(delimiter.join(_row(i).values()) + "\n")
+    return path
+
+
+def write_json_array(path: Path, rows: int) -> Path:
+    with path.open("w", encoding="utf-8") as file:
+        file.write("[\n")
+        for i in range(rows):
+            file.write(("," if i else "") + json.dumps(_row(i)) + "\n")
+        file.write("]\n")
+    return path
+
+
+def write_fal_outputs(path: Path, rows: int) -> Path:
+    """``rows`` items as fal text-to-image outputs of two images each."""
+    with path.open("w", encoding="utf-8") as file:
+        for i in range(0, rows, 2):
+            images = [{"url": media_url(j, "mem"), "content_type": "image/png"} for j in (i, i + 1)]
+            file.write(json.dumps({"images": images, "prompt": f"memory test record {i}", "seed": i}) + "\n")
+    return path
+
+
+WRITERS: dict[str, tuple[str, Callable[[Path, int], Path]]] = {
+    "csv": (".csv", lambda path, rows: write_delimited(path, rows, ",")),
+    "tsv": (".tsv", lambda path, rows: write_delimited(path, rows, "\t")),
+    "json-array": (".json", write_json_array),
+    "fal-images-jsonl": (".jsonl", write_fal_outputs),
+}
+
+
+@asynccontextmanager
+async def canned_server() -> AsyncIterator[str]:
+    """The canned-201 server in its own process; yields its --base-url."""
+    script = ROOT / "tests" / "helpers" / "canned_server.py"
+    async with await anyio.open_process([sys.executable, str(script)], cwd=ROOT) as server:
+        try:
+            assert server.stdout is not None
+            with anyio.fail_after(20):
+                announced = (await server.stdout.receive()).decode()
+            yield f"http://127.0.0.1:{int(announced.split()[1])}/v1"
+        finally:
+            server.terminate()
+            with anyio.move_on_after(10):
+                await server.wait()
+
+
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("format_", sorted(WRITERS))
+async def test_memory_is_flat_for_every_front_door_format(tmp_path: Path, format_: str) -> None:
+    """200,000 items as CSV, TSV, a JSON array or exploded fal outputs cost no more than the JSONL budget."""
+    suffix, write = WRITERS[format_]
+    small = write(tmp_path / f"small{suffix}", SMALL)
+    large = write(tmp_path / f"large{suffix}", LARGE)
+    async with canned_server() as base_url:
+        small_mb = await peak_rss_mb(small, SMALL, tmp_path / "small.results.jsonl", base_url)
+        large_mb = await peak_rss_mb(large, LARGE, tmp_path / "large.results.jsonl", base_url)
+    figures = f"{format_}: {SMALL} items: {small_mb:.1f} MB, {LARGE} items: {large_mb:.1f} MB"
+    print(f"peak RSS: {figures}")
+    assert large_mb < small_mb + ALLOWED_GROWTH_MB, figures
+    assert large_mb <= 100, figures
