@@ -14,8 +14,8 @@ The whole test takes ~3-5 minutes (the 200k run is ~2-4 minutes of it, more on a
 
 ``test_memory_is_flat_for_every_front_door_format`` holds the same budget for a CSV, a TSV, a JSON array (read by
 the streaming parser) and a JSONL of fal outputs exploded through ``images[*]`` (two items per record), 200,000
-items each against 20,000 of the same format. Seen on a loaded 2-core machine: CSV 60.7 -> 66.6 MB, JSON array
-60.9 -> 69.3 MB, fal images[*] JSONL 61.2 -> 70.3 MB (each ~5-10 minutes under load).
+items each against 20,000 of the same format. Seen on a loaded 2-core machine: CSV 60.7 -> 66.6 MB, TSV
+60.9 -> 66.7 MB, JSON array 60.9 -> 69.3 MB, fal images[*] JSONL 61.2 -> 70.3 MB (each ~5-10 minutes under load).
 """
 
 from __future__ import annotations
