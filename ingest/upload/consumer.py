@@ -1,10 +1,12 @@
 """A consumer: takes work items off the stream and attempts each until it succeeds or the retry policy gives up.
 
 Every attempt passes the shared ``RateLimiter``; the decision after an attempt is the policy's (``decide``), and
-the consumer only acts on it: sleep and retry, pause the whole run (``Decision.pause_all``), or record the final
-outcome. An item the run stops for (a signal, an abort) returns ``None``: it has no record and stays pending, so the
-next run sends it again with the same key. A failure that is the service's, not the item's (the endpoint gone, the
-server unreachable), is ``ServiceHealth``'s to judge: the item waits for the service and is not charged for it.
+the consumer only acts on it: sleep and retry, or record the final outcome. A throttle answer (``Decision.pause_all``)
+is reported to the limiter, which pauses the whole run only when the pattern of answers says the account is limited;
+otherwise the item alone waits out its ``Retry-After``. An item the run stops for (a signal, an abort) returns
+``None``: it has no record and stays pending, so the next run sends it again with the same key. A failure that is
+the service's, not the item's (the endpoint gone, the server unreachable), is ``ServiceHealth``'s to judge: the item
+waits for the service and is not charged for it.
 """
 
 from __future__ import annotations
@@ -99,17 +101,19 @@ class Consumer:
         """
         started, attempt, charged, conflicts = time.monotonic(), 0, 0, 0
         first_conflict: float | None = None  # when the first 409 came
+        observe = self.limiter.observe
         while True:
             await self.limiter.acquire()
             if self.brakes.stopping:
                 return None
             attempt += 1
             sent, pause_mark = time.monotonic(), self.limiter.paused_until
-            answer = await self._attempt(item, retry=attempt > 1)
+            answer = await self._attempt(item, sent, retry=attempt > 1)
             outcome = classify(answer.status, has_asset=answer.asset is not None)
             elapsed = time.monotonic() - started
             if outcome is Outcome.SUCCESS:
                 self.health.alive(sent=sent)
+                observe(sent_at=sent, throttled=False, wait=None)
                 return self._succeeded(item, answer, attempt, elapsed)
             if outcome is Outcome.AUTH:
                 self._auth_rejected(item, answer)
@@ -135,19 +139,21 @@ class Consumer:
                 conflict_elapsed=0.0 if first_conflict is None else time.monotonic() - first_conflict,
                 status=answer.status,
             )
-            if decision.pause_all is not None:
-                self._pause_all(decision.pause_all, answer)
+            # A run-wide wait is only a candidate: the limiter pauses the run when the pattern says the account is
+            # limited; otherwise this item alone waits out its own Retry-After (below).
+            paused = observe(sent_at=sent, throttled=decision.pause_all is not None, wait=decision.pause_all)
+            if paused:
+                self._log_paused(answer, decision.pause_all or 0.0)
             if not decision.retry:
                 return self._failed(item, answer, outcome, attempt, elapsed, decision.reason)
             self._log_retry(item, answer, attempt, decision.delay)
-            if decision.pause_all is None:
+            if not paused:
                 await self._sleep(decision.delay)
             if self.brakes.stopping:
                 return None
 
-    async def _attempt(self, item: WorkItem, *, retry: bool) -> AttemptResult:
+    async def _attempt(self, item: WorkItem, sent: float, *, retry: bool) -> AttemptResult:
         self.counters.in_flight += 1
-        sent = time.monotonic()
         try:
             answer = await self.client.upload(item.body_bytes, item.key)
         finally:
@@ -155,8 +161,7 @@ class Consumer:
         self.counters.count_attempt(answer.status, retry=retry, seconds=time.monotonic() - sent)
         return answer
 
-    def _pause_all(self, seconds: float, answer: AttemptResult) -> None:
-        self.limiter.pause(seconds)
+    def _log_paused(self, answer: AttemptResult, seconds: float) -> None:
         log.info(
             "limiter.paused",
             seconds=round(answer.server_wait if answer.server_wait is not None else seconds, 3),

@@ -14,10 +14,16 @@ Three layers, each for a reason:
    clock reading and the request leaving (it costs at most 1% of throughput, and only while the cap binds).
    Above ``WINDOW_LOG_MAX`` requests/s the log is not kept (it would hold that many times): there the bucket's own
    bound applies, at most ``rate + burst`` (≈ 1.02 × rate) in any second.
-3. **Server feedback** — ``pause(seconds)`` holds every consumer until the server's time has passed (429 /
-   Retry-After), and the effective rate drops multiplicatively (×``decrease``); after ``recovery_interval``
-   seconds without a throttle it climbs back additively (``+increase × rate`` per interval), never above the
-   configured rate (AIMD, as in TCP congestion control, RFC 5681 §3.1).
+3. **Server feedback** — every answer is reported (``observe``). A 429 always makes its own item wait its
+   ``Retry-After`` (the consumer sleeps); it slows the run only when the pattern of recent answers says the account
+   is limited (``ingest.upload.throttle``): random 429s delay their own items and nothing else. On the first sign of a
+   limit, ``pause(seconds)`` holds every consumer until the server's time has passed and the rate is cut; while
+   limited, each 429 to a request sent after the latest cut cuts again (at most once a second, TCP-like: a 429 to a
+   request already in flight when we cut says nothing new), to just below the rate the server accepted in the last
+   second (or ×``decrease``). After ``recovery_interval`` seconds without a cut the rate climbs back additively
+   (``+increase × rate`` per interval; a fifth of that while limited, to probe gently), never above the configured
+   rate (AIMD, as in TCP congestion control, RFC 5681 §3.1). If halving the rate did not lower the share of 429s,
+   they were noise: the limiter leaves the limited state and restores its rate.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 from aiolimiter import AsyncLimiter
+
+from ingest.upload.throttle import LimitDetector
 
 WINDOW = 1.0 + 0.010  # seconds; see "Hard cap" above
 WINDOW_LOG_MAX = 10_000  # requests/s above which the hard-cap log is not kept
@@ -76,6 +84,9 @@ class RateLimiter:
         self._lock = asyncio.Lock()
         self._last_change = self._clock()  # when the effective rate last moved (for recovery)
         self._last_decrease = -math.inf  # when the effective rate was last cut (to merge a burst of 429s)
+        self.detector = LimitDetector(now=self._clock())  # the pattern of recent answers
+        self.limited = False  # the pattern says the account is over its rate: 429s slow the run
+        self._limited_from = rate  # the effective rate when the limited state began (restored if it was noise)
 
     def _new_bucket(self, rate: float) -> AsyncLimiter:
         # After the server pushed back (effective rate below the configured one), pace strictly with a bucket of
@@ -120,6 +131,30 @@ class RateLimiter:
         while len(window) == window.maxlen and (wait := window[0] + WINDOW - self._clock()) > 0:
             await self._sleep(wait)
 
+    def observe(self, *, sent_at: float, throttled: bool, wait: float | None) -> bool:
+        """Count one answer to a request sent at ``sent_at``; ``throttled``: a 429 (or 503 with a hint) asking for
+        ``wait`` seconds. True when it paused the whole run (the item's own wait is then covered by the pause)."""
+        now = self._clock()
+        if not self.limited:
+            self.detector.observe(throttled, now)
+            if not (throttled and self.detector.pattern()):
+                return False
+            self.limited, self._limited_from = True, self.effective_rate
+            self.pause(wait or 0.0)
+            self.detector.clear()
+            return True
+        if sent_at < self._last_decrease:
+            return False  # sent before the latest cut: already answered for
+        self.detector.observe(throttled, now)
+        if self.detector.cut_did_not_help() and self.effective_rate <= self._limited_from / 2:
+            self.limited = False  # the share of 429s did not follow the rate: noise, not a limit
+            self._set_rate(self._limited_from, now)
+            self.detector.clear()
+            return False
+        if throttled:
+            self.throttle()
+        return False
+
     def pause(self, seconds: float) -> None:
         """The server asked everyone to wait ``seconds``: hold all consumers and slow down."""
         now = self._clock()
@@ -134,14 +169,18 @@ class RateLimiter:
         if now - self._last_decrease < min(1.0, self.recovery_interval):
             return
         self._last_decrease = now
-        self._set_rate(max(self.min_rate, self.effective_rate * self.decrease), now)
+        landing = self.detector.landing_rate(self.effective_rate, self.decrease) if self.limited else None
+        self._set_rate(max(self.min_rate, landing or self.effective_rate * self.decrease), now)
+        if self.limited:
+            self.detector.clear()  # from now on, only answers to requests sent after this cut count
 
     def _maybe_recover(self) -> None:
         if self.effective_rate >= self.rate:
             return
         now = self._clock()
         if now - self._last_change >= self.recovery_interval and now >= self.paused_until:
-            self._set_rate(min(self.rate, self.effective_rate + self.rate * self.increase), now)
+            step = self.rate * self.increase / (5 if self.limited else 1)
+            self._set_rate(min(self.rate, self.effective_rate + step), now)
 
     def _set_rate(self, rate: float, now: float) -> None:
         self.effective_rate = rate

@@ -45,7 +45,9 @@ def work_item(i: int) -> WorkItem:
     return WorkItem("m.jsonl", i + 1, KeyDeriver().derive(body), body, raw, body_sha256(raw))
 
 
-async def upload_one(script: Script, clock: FakeClock) -> tuple[Result | None, Brakes, list[Hit]]:
+async def upload_one(
+    script: Script, clock: FakeClock, *, max_attempts: int = 3
+) -> tuple[Result | None, Brakes, list[Hit]]:
     async with scripted_server(script) as server:
         options = ClientOptions(base_url=server.url, concurrency=1)
         async with open_session(options) as session:
@@ -54,7 +56,7 @@ async def upload_one(script: Script, clock: FakeClock) -> tuple[Result | None, B
             consumer = Consumer(
                 client,
                 limiter=RateLimiter(1000, clock=clock, sleep=clock.sleep),
-                policy=RetryPolicy(max_attempts=3),
+                policy=RetryPolicy(max_attempts=max_attempts),
                 brakes=brakes,
                 health=ServiceHealth(client, max_outage=60, stop=brakes.abort),
                 counters=RunStats(),
@@ -79,18 +81,33 @@ async def test_a_5xx_is_retried_after_a_logged_backoff_on_the_fake_clock() -> No
     assert len(hits) == 2
 
 
-async def test_a_429_pauses_the_whole_run_and_says_so() -> None:
-    """A 429 with ``Retry-After`` is a run-wide pause (``limiter.paused``) of the server's seconds, then a retry."""
+async def test_a_sporadic_429_delays_only_its_own_item() -> None:
+    """One 429 with ``Retry-After`` makes its item wait the server's seconds; the run is not paused (issue 13)."""
     clock = FakeClock()
     throttled = Reply(429, error_body(429, "slow down", "rate_limited"), headers={"Retry-After": "7"})
     script = lambda hit: throttled if hit.attempt == 1 else Reply(201)  # noqa: E731
     with structlog.testing.capture_logs() as logs:
         result, _, hits = await upload_one(script, clock)
     assert result is not None and result.status is Status.SUCCEEDED
+    assert [entry for entry in logs if entry["event"] == "limiter.paused"] == []
+    retries = [entry for entry in logs if entry["event"] == "upload.retry"]
+    assert len(retries) == 1 and retries[0]["delay"] == 7
+    assert clock.slept >= 7  # the item itself waited the server's time before its retry
+    assert len(hits) == 2
+
+
+async def test_a_pattern_of_429s_pauses_the_whole_run_and_says_so() -> None:
+    """Four 429s in a row are a limit, not noise: a run-wide pause (``limiter.paused``) of the server's seconds."""
+    clock = FakeClock()
+    throttled = Reply(429, error_body(429, "slow down", "rate_limited"), headers={"Retry-After": "7"})
+    script = lambda hit: throttled if hit.attempt <= 4 else Reply(201)  # noqa: E731
+    with structlog.testing.capture_logs() as logs:
+        result, _, hits = await upload_one(script, clock, max_attempts=6)
+    assert result is not None and result.status is Status.SUCCEEDED
     paused = [entry for entry in logs if entry["event"] == "limiter.paused"]
     assert len(paused) == 1 and paused[0]["seconds"] == 7 and paused[0]["status"] == 429
-    assert clock.slept >= 7  # the limiter held the retry for the server's time
-    assert len(hits) == 2
+    assert clock.slept >= 4 * 7  # every retry came after its Retry-After, the last one held by the pause
+    assert len(hits) == 5
 
 
 async def test_a_rejected_key_aborts_the_run_and_leaves_the_item_pending() -> None:
