@@ -15,7 +15,10 @@ from pathlib import Path
 
 import orjson
 
-from ingest.admission.keys import KeyDeriver
+from ingest.admission.keys import KeyDeriver, row_salt
+from ingest.manifest.options import ManifestOptions
+from ingest.manifest.skip import LineSkip
+from ingest.manifest.source import ManifestSource, read_manifest
 from ingest.results.record import Result, Status
 
 WRITE_CHUNK = 10_000  # lines per write
@@ -70,16 +73,20 @@ def write_requests(path: Path, count: int, seed: int) -> Path:
     return path
 
 
-def write_done_results(path: Path, manifest: str, count: int, seed: int, asset: dict[str, object]) -> Path:
-    """A results file recording every item of the matching manifest as succeeded (what a finished run leaves)."""
+def write_done_results(
+    path: Path, manifest: str, count: int, seed: int, asset: dict[str, object], *, fmt: str = "jsonl"
+) -> Path:
+    """A results file recording every item of the matching manifest (``fmt``: jsonl or csv, as written here) as
+    succeeded, with the ``row_fp`` of each row's line under default settings: what a finished run leaves."""
     namespace = KeyDeriver().namespace
+    row_fps = _row_fps(Path(manifest))
 
     def records() -> Iterator[bytes]:
         for line, body in enumerate(bodies(count, seed), start=1):
             record = Result(
                 str(uuid.uuid5(namespace, _url_of(body))),
                 manifest,
-                line,
+                line + (fmt == "csv"),
                 Status.SUCCEEDED,
                 orjson.loads(body),
                 body_sha256=hashlib.sha256(body).hexdigest(),
@@ -89,6 +96,7 @@ def write_done_results(path: Path, manifest: str, count: int, seed: int, asset: 
                 elapsed_ms=12,
                 run_id="bench0000000",
                 finished_at=FINISHED_AT,
+                row_fp=next(row_fps),
             )
             yield record.to_line().rstrip(b"\n")
 
@@ -96,16 +104,31 @@ def write_done_results(path: Path, manifest: str, count: int, seed: int, asset: 
     return path
 
 
+CSV_HEADER = b"url,type,prompt"
+
+
+def _row_fps(manifest: Path) -> Iterator[int]:
+    """The ``row_fp`` of each row of ``manifest`` under default settings, as ``ingest run`` computes them."""
+    skip = LineSkip(row_salt(ManifestOptions(), KeyDeriver()), None)
+    for row in read_manifest(
+        ManifestSource.open(str(manifest)), ManifestOptions(), skip=skip, warn=lambda *a, **k: None
+    ):
+        yield skip.fps.pop(row.line, 0)
+
+
+def _csv_line(body: bytes) -> bytes:
+    fields = orjson.loads(body)
+    prompt = fields.get("prompt", "")
+    prompt = f'"{prompt}"' if "," in prompt else prompt  # the prompts hold no quotes
+    return f"{fields['url']},{fields['type']},{prompt}".encode()
+
+
 def write_csv_manifest(path: Path, count: int, seed: int) -> Path:
     """The CSV form of ``write_manifest``'s rows (``url,type,prompt``; an empty prompt is absent): same bodies."""
 
     def lines() -> Iterator[bytes]:
-        yield b"url,type,prompt"
-        for body in bodies(count, seed):
-            fields = orjson.loads(body)
-            prompt = fields.get("prompt", "")
-            prompt = f'"{prompt}"' if "," in prompt else prompt  # the prompts hold no quotes
-            yield f"{fields['url']},{fields['type']},{prompt}".encode()
+        yield CSV_HEADER
+        yield from (_csv_line(body) for body in bodies(count, seed))
 
     _write_lines(path, lines())
     return path

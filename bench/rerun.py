@@ -44,7 +44,7 @@ def rerun(bench: Bench) -> list[Row]:
                 data.write_csv_manifest(manifest, lines, p.seed)
             else:
                 data.write_manifest(manifest, lines, p.seed)
-            data.write_done_results(results, str(manifest), lines, p.seed, asset)
+            data.write_done_results(results, str(manifest), lines, p.seed, asset, fmt=kind)
             bench.say(f"[rerun] wrote {lines:,} {kind} rows and their results in {time.perf_counter() - started:.1f} s")
             times: dict[str, list[float]] = {"i": [], "b": [], "rss": []}
             timeout = timeout_for(lines, speed=5000)

@@ -43,6 +43,7 @@ class WorkItem:
     body_bytes: bytes
     body_sha256: str
     index: int | None = None  # the item's position in its record, when one record made several items
+    row_fp: int = 0  # fingerprint of the row's manifest line (``ingest.manifest.skip``), written to its record
 
 
 def url_host(url: str) -> str:
@@ -87,6 +88,7 @@ class Admission:
     seen: KeyTable = field(default_factory=lambda: KeyTable(value_code="Q"))
     manifests: dict[str, int] = field(default_factory=dict)  # manifest name -> its number in `seen` values
     warned_hosts: set[str] = field(default_factory=set)  # manifests already warned about non-fal hosts
+    row_fps: dict[int, int] | None = None  # line -> line fingerprint of the manifest being read (LineSkip.fps)
 
     def __repr__(self) -> str:
         return f"Admission(seen={self.seen!r}, index={self.index!r})"
@@ -94,6 +96,9 @@ class Admission:
     def admit(self, row: ManifestRow) -> WorkItem | Result | Verdict:
         """See the module docstring."""
         shard = self.shard
+        # A line's fingerprint stands for the line only when the line made one item (index None)
+        row_fp = self.row_fps.pop(row.line, 0) if self.row_fps is not None else 0
+        row_fp = row_fp if row.index is None else 0
         if row.request is None:
             if shard is not None and not shard.owns_line(row.line):
                 return Verdict.OTHER_SHARD
@@ -115,7 +120,7 @@ class Admission:
             return duplicate
         if verdict is Verdict.CHANGED:
             return self._changed(row, key, body, sha)
-        return WorkItem(row.manifest, row.line, key, body, body_bytes, sha, row.index)
+        return WorkItem(row.manifest, row.line, key, body, body_bytes, sha, row.index, row_fp)
 
     def _invalid(self, row: ManifestRow) -> Result:
         assert row.error is not None

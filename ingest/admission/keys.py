@@ -78,3 +78,11 @@ def uuid5_str(namespace: bytes, name: str) -> str:
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = digest.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def row_salt(options: object, keys: KeyDeriver, *, require_fal_host: bool = False) -> bytes:
+    """What a manifest line's fingerprint is salted with (``ingest.manifest.skip``; the reader adds what it detected
+    about the file): every setting that turns a line into a key and a body, so that the same bytes read with other
+    settings are never taken for a finished row."""
+    text = repr((1, options, keys.key_fields, keys.key_namespace, require_fal_host))
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()

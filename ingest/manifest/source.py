@@ -40,6 +40,7 @@ from ingest.manifest.jsonl import read_jsonl
 from ingest.manifest.lines import ByteStream, physical_lines
 from ingest.manifest.options import ManifestOptions
 from ingest.manifest.rows import KNOWN_FIELDS, ManifestRow, RowBuilder, RowError
+from ingest.manifest.skip import LineSkip
 from ingest.manifest.sniff import (
     FORMATS,
     Format,
@@ -131,6 +132,7 @@ def read_manifest(
     options: ManifestOptions = DEFAULT_OPTIONS,
     *,
     warn: Callable[..., None] | None = None,
+    skip: LineSkip | None = None,
 ) -> Iterator[ManifestRow]:
     """Yield every item of ``source`` in file order, valid or not; ``ManifestError`` if it cannot be read.
 
@@ -145,6 +147,9 @@ def read_manifest(
             yield from read_json(opened.stream, rows, options, report, detection)
             return
         lines = physical_lines(opened.stream, max_line_bytes=options.max_line_bytes, name=source.name)
+        if skip is not None:  # rows an earlier run finished, dropped by their bytes before any decoding
+            context = f"{detection.format}|{detection.encoding}|{detection.line_ends}|{detection.delimiter}".encode()
+            lines = skip.filter(lines, csv=detection.format in ("csv", "tsv"), context=context)
         yield from _LINE_READERS[detection.format](lines, rows, options, report, detection)
 
 

@@ -15,6 +15,7 @@ How a rerun treats a key (``ResumeIndex.decide``):
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import re
@@ -57,6 +58,8 @@ class ResumeIndex:
 
     def __init__(self, *, expected: int = 0) -> None:
         self.table = KeyTable(value_code="L", expected=expected)  # key fp -> body fp << 2 | state
+        self.rows: KeyTable | None = None  # line fingerprints of succeeded rows (``row_fp``), made on the first one
+        self._expected = expected  # what the row table is sized for
         self.lines_read = 0  # complete lines in the files
         self.unreadable_lines: list[int] = []  # line numbers of this run's file that were not records (first 20)
         self.unreadable_count = 0
@@ -71,6 +74,16 @@ class ResumeIndex:
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def add_row(self, row_fp: int) -> None:
+        """Note the line fingerprint of a succeeded row (``ingest.manifest.skip``)."""
+        if self.rows is None:
+            self.rows = KeyTable(value_code="B", expected=self._expected)
+        self.rows.put(row_fp or 1, 1)
+
+    def has_row(self, row_fp: int) -> bool:
+        """Whether a row read from a line with this fingerprint succeeded earlier."""
+        return self.rows is not None and self.rows.get(row_fp or 1) is not None
 
     def __contains__(self, key: str) -> bool:
         return self.table.get(fingerprint(key)) is not None
@@ -119,6 +132,10 @@ class ResumeIndex:
         if isinstance(key, str) and isinstance(status, str):
             retryable = isinstance(error, dict) and bool(error.get("retryable"))
             self.put(key, status, sha if isinstance(sha, str) else None, retryable)
+            row_fp = record.get("row_fp")
+            if status == "succeeded" and isinstance(row_fp, str) and len(row_fp) == 16:
+                with contextlib.suppress(ValueError):  # not hex: no fingerprint, the row is simply read again
+                    self.add_row(int(row_fp, 16))
 
 
 # The start of a line as ``ingest.results.record.Result.to_line`` writes it: the four fields a resume needs, first.
@@ -132,6 +149,16 @@ _FAST = re.compile(
 _RETRYABLE = b'"retryable":true'
 _HEX8 = re.compile(rb"[0-9a-f]{8}")
 MAX_RECORD_BYTES = 32 << 20  # a longer line is not a record of ours (a 201 asset is capped at max_response_bytes)
+_ROW_FP_TAG = b',"row_fp":"'  # the last field, when present: ,"row_fp":"<16 hex>"}\n
+_ROW_FP_FROM_END = len(_ROW_FP_TAG) + 16 + 3
+
+
+def _fold_row_fp(index: ResumeIndex, raw: bytes) -> None:
+    if raw.startswith(_ROW_FP_TAG, len(raw) - _ROW_FP_FROM_END) and raw.endswith(b'"}\n'):
+        try:
+            index.add_row(int(raw[-19:-3], 16))
+        except ValueError:
+            return  # not hex: no fingerprint, the row is simply read again
 
 
 def _fold_line(index: ResumeIndex, raw: bytes) -> bool:
@@ -149,12 +176,15 @@ def _fold_line(index: ResumeIndex, raw: bytes) -> bool:
             sha_start = end + len(_SUCCEEDED_INFIX)
             body_fp = int(raw[sha_start : sha_start + 8], 16) & _BODY_MASK
             index.table.put(fingerprint_bytes(raw[8:end]), body_fp << 2 | _SUCCEEDED)  # a success always wins
+            _fold_row_fp(index, raw)
             return True
     match = _FAST.match(raw)
     if match is not None:
         key, status, sha, error = match.groups()
         retryable = error != b"null" and raw.find(_RETRYABLE, match.end()) != -1
         index.put(key.decode(), status.decode(), sha.decode() if sha else None, retryable)
+        if status == b"succeeded":
+            _fold_row_fp(index, raw)
         return True
     try:
         record = orjson.loads(raw)  # written by another version or tool: parse it whole

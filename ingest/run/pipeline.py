@@ -53,6 +53,9 @@ from ingest.upload.preflight import preflight
 from ingest.upload.retry import RetryPolicy
 from ingest.upload.transport import shown_proxy
 
+# Items in progress per request slot: the others wait out a backoff or a Retry-After without holding a slot.
+ITEMS_PER_SLOT = 4
+
 log = structlog.get_logger("ingest.run")
 
 
@@ -237,6 +240,7 @@ class _Run:
             counters=self.stats,
             run_id=self.stats.run_id,
             rng=random.Random(config.seed),
+            slots=concurrency,
         )
         async with anyio.create_task_group() as core:
             core.start_soon(sink.run, results_recv)
@@ -245,7 +249,7 @@ class _Run:
                     async with anyio.create_task_group() as workers:
                         workers.start_soon(producer.run, items_send, results_send.clone())
                         async with items_recv:
-                            for _ in range(concurrency):
+                            for _ in range(concurrency * ITEMS_PER_SLOT):
                                 workers.start_soon(consumer.run, items_recv.clone(), results_send.clone())
 
     def _local_io_failed(self, error: LocalIOError) -> None:

@@ -16,8 +16,10 @@ import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ingest.admission.admit import Admission, WorkItem
+from ingest.admission.keys import row_salt
 from ingest.admission.shard import Shard
 from ingest.keytable import KeyTable
+from ingest.manifest.skip import LineSkip
 from ingest.manifest.source import ManifestOptions, ManifestRow, ManifestSource, count_rows, read_manifest
 from ingest.results.index import Verdict
 from ingest.results.record import Result
@@ -68,15 +70,33 @@ class Producer:
 
     async def _read_batches(self, source: ManifestSource) -> AsyncIterator[list[ManifestRow]]:
         """Rows in batches. Files are read on the event loop (page-cache reads are fast, and a reader thread would
-        hold the GIL in 5 ms slices while the loop waits); stdin, whose reads can block, in a worker thread."""
-        rows = read_manifest(source, self.options, warn=_warn)
-        if source.is_stdin:
-            while batch := await anyio.to_thread.run_sync(_take, rows, READ_BATCH, abandon_on_cancel=True):
-                yield batch
-            return
-        while batch := _take(rows, READ_BATCH // 8):
+        hold the GIL in 5 ms slices while the loop waits); stdin, whose reads can block, in a worker thread.
+        Lines an earlier run finished are dropped unread (``LineSkip``) and counted as skipped."""
+        skip = self._line_skip(source)
+        rows = read_manifest(source, self.options, warn=_warn, skip=skip)
+        take, size = (_take, READ_BATCH // 8) if not source.is_stdin else (None, READ_BATCH)
+        while True:
+            if take is None:
+                batch = await anyio.to_thread.run_sync(_take, rows, size, abandon_on_cancel=True)
+            else:
+                batch = take(rows, size)
+                await anyio.lowlevel.checkpoint()
+            if skip is not None and (skipped := skip.take_skipped()):
+                self.stats.rows += skipped
+                self.stats.skipped_done += skipped
+            if not batch:
+                return
             yield batch
-            await anyio.lowlevel.checkpoint()
+
+    def _line_skip(self, source: ManifestSource) -> LineSkip | None:
+        admission = self.admission
+        if admission.shard is not None:
+            return None  # another shard's rows must not be counted as this one's
+        salt = row_salt(self.options, admission.keys, require_fal_host=admission.require_fal_host)
+        index = admission.index
+        skip = LineSkip(salt, index.has_row if index.rows is not None else None)
+        admission.row_fps = skip.fps
+        return skip
 
     async def _admit(
         self, row: ManifestRow, items: MemoryObjectSendStream[WorkItem], results: MemoryObjectSendStream[Result]

@@ -11,6 +11,7 @@ waits for the service and is not charged for it.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -67,6 +68,7 @@ class Consumer:
         run_id: str,
         rng: random.Random,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        slots: int = 1 << 30,
     ) -> None:
         self.client = client
         self.limiter = limiter  # every attempt passes it, retries too
@@ -77,6 +79,9 @@ class Consumer:
         self.run_id = run_id  # stamped on every record
         self.rng = rng  # backoff jitter
         self._sleep = sleep  # the backoff's wait (a fake clock's sleep in tests)
+        # Requests in flight at once, over all tasks sharing this consumer. The run starts more tasks than slots, so
+        # that an item waiting out a backoff or a Retry-After does not hold a slot other items could use.
+        self._slots = asyncio.Semaphore(slots)
         # Bound once: the lazy module logger re-binds on every call, ~4 us each on a per-item path.
         self._item_log = log.bind()
 
@@ -103,12 +108,13 @@ class Consumer:
         first_conflict: float | None = None  # when the first 409 came
         observe = self.limiter.observe
         while True:
-            await self.limiter.acquire()
-            if self.brakes.stopping:
-                return None
-            attempt += 1
-            sent, pause_mark = time.monotonic(), self.limiter.paused_until
-            answer = await self._attempt(item, sent, retry=attempt > 1)
+            async with self._slots:  # a slot first, then the rate: a token is never held while waiting for a slot
+                await self.limiter.acquire()
+                if self.brakes.stopping:
+                    return None
+                attempt += 1
+                sent, pause_mark = time.monotonic(), self.limiter.paused_until
+                answer = await self._attempt(item, sent, retry=attempt > 1)
             outcome = classify(answer.status, has_asset=answer.asset is not None)
             elapsed = time.monotonic() - started
             if outcome is Outcome.SUCCESS:
@@ -245,6 +251,7 @@ class Consumer:
             elapsed_ms=int(elapsed * 1000),
             run_id=self.run_id,
             index=item.index,
+            row_fp=item.row_fp if status is Status.SUCCEEDED else 0,
         )
 
     def _auth_rejected(self, item: WorkItem, answer: AttemptResult) -> None:

@@ -1,0 +1,79 @@
+"""Skipping finished rows by their line's bytes, before any decoding (issue 13): what is skipped, and what never is."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ingest.admission.keys import KeyDeriver
+from ingest.keytable import fingerprint_bytes
+from ingest.manifest.lines import Line
+from ingest.manifest.skip import LineSkip
+from ingest.results.index import load_index
+from tests.helpers.pipeline import Reply, make_config, run, scripted_server
+from tests.helpers.records import media_rows, read_results, write_csv, write_jsonl
+
+pytestmark = pytest.mark.anyio
+
+SALT = b"salt"
+
+
+def _lines(*texts: bytes) -> Iterator[Line]:
+    return iter(enumerate(texts, start=1))
+
+
+def test_jsonl_lines_whose_fingerprint_is_done_are_dropped_and_counted() -> None:
+    """A JSONL line whose salted fingerprint is done never reaches the reader; the others do, with their print."""
+    done = {fingerprint_bytes(SALT + b"\njsonl" + b'{"url": "a"}')}
+    skip = LineSkip(SALT, done.__contains__)
+    kept = list(skip.filter(_lines(b'{"url": "a"}\n', b'{"url": "b"}\r\n', b"\n"), csv=False, context=b"jsonl"))
+    assert [number for number, _ in kept] == [2, 3]
+    assert skip.take_skipped() == 1 and skip.take_skipped() == 0
+    assert skip.fps == {2: fingerprint_bytes(SALT + b"\njsonl" + b'{"url": "b"}')}  # the blank line gets no fingerprint
+
+
+def test_csv_header_and_multi_line_records_are_never_skipped() -> None:
+    """In CSV the header is salt, not a row, and a quoted field spanning lines keeps every one of its lines."""
+    header = b"url,prompt"
+    salt = SALT + b"\ncsv" + b"\n" + header
+    row, inside = b"u1,plain", b'x,"no'
+    done = {fingerprint_bytes(salt + row), fingerprint_bytes(salt + inside), fingerprint_bytes(salt + b'pe"')}
+    skip = LineSkip(SALT, done.__contains__)
+    kept = list(
+        skip.filter(_lines(header + b"\n", row + b"\n", b'u2,"multi\n', b'pe"\n', b"u3,z\n"), csv=True, context=b"csv")
+    )
+    assert [number for number, _ in kept] == [1, 3, 4, 5]
+    assert skip.skipped == 1
+
+
+async def test_a_rerun_skips_finished_lines_unread_and_still_catches_an_edited_one(tmp_path: Path) -> None:
+    """After a run, a rerun drops every unchanged line by its fingerprint; an edited line is read, keyed and reported
+    as changed since ingested, exactly as before."""
+    manifest = write_jsonl(tmp_path / "m.jsonl", media_rows(20))
+    results = tmp_path / "results.jsonl"
+    async with scripted_server(lambda hit: Reply(201)) as server:
+        first = await run(make_config([manifest], results, server.url))
+        assert first.exit_code == 0
+        assert all(len(record["row_fp"]) == 16 for record in read_results(results))
+        assert len(load_index(results).rows or ()) == 20
+        edited = media_rows(20)
+        edited[3]["prompt"] = "edited"
+        write_jsonl(manifest, edited)
+        second = await run(make_config([manifest], results, server.url))
+        assert len(server.hits) == 20  # nothing sent again
+    assert second.stats.skipped_done == 19 and second.stats.rows == 20
+    changed = [r for r in read_results(results) if r["status"] == "invalid"]
+    assert len(changed) == 1 and changed[0]["error"]["type"] == "changed_since_ingested"
+
+
+async def test_another_key_namespace_reads_every_line_again(tmp_path: Path) -> None:
+    """The same bytes under other key settings are other rows: nothing is skipped by fingerprint."""
+    manifest = write_csv(tmp_path / "m.csv", media_rows(5))
+    results = tmp_path / "results.jsonl"
+    async with scripted_server(lambda hit: Reply(201)) as server:
+        await run(make_config([manifest], results, server.url))
+        again = await run(make_config([manifest], results, server.url, keys=KeyDeriver(key_namespace="other")))
+        assert len(server.hits) == 10
+    assert again.stats.skipped_done == 0
