@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ingest.admission.admit import Rules, WorkItem
-from ingest.admission.keys import KeyDeriver
+from ingest.admission.keys import KeyDeriver, row_salt
 from ingest.errors import EXIT_ITEMS_FAILED, EXIT_OK
-from ingest.manifest.source import ManifestOptions, ManifestSource, read_manifest
+from ingest.keytable import KeyTable
+from ingest.manifest.skip import LineSkip
+from ingest.manifest.source import ManifestOptions, ManifestSource, count_rows, read_manifest
 from ingest.results.index import ResumeIndex, Verdict, load_index
 from ingest.results.record import Result, Status
 from ingest.run.pipeline import RunConfig
@@ -51,14 +53,20 @@ def plan(
     """
     result = Plan()
     index = index or ResumeIndex()
-    admission = (rules if isinstance(rules, Rules) else Rules(rules)).admission(index)
+    rules = rules if isinstance(rules, Rules) else Rules(rules)
+    admission = rules.admission(index)
+    admission.seen = _seen_table(sources, known=len(index))
 
     def warn(event: str, **fields: Any) -> None:
         detail = ", ".join(f"{name}={value}" for name, value in fields.items())
         (result.detected if event == "manifest.detected" else result.warnings).append(f"{event}: {detail}")
 
     for source in sources:
-        for row in read_manifest(source, options, warn=warn):
+        skip = None
+        if rules.shard is None and index.rows is not None:  # finished rows are counted by their line, unread
+            skip = LineSkip(row_salt(options, rules.keys, require_fal_host=rules.require_fal_host), index.has_row)
+            admission.row_fps = skip.fps
+        for row in read_manifest(source, options, warn=warn, skip=skip):
             decision = admission.admit(row)
             if decision is Verdict.OTHER_SHARD:
                 continue
@@ -70,7 +78,17 @@ def plan(
                 result.counts[decision.value] += 1
             else:
                 _count_result(result, decision, show)
+        if skip is not None:
+            result.rows += skip.skipped
+            result.counts["skip_done"] += skip.take_skipped()
     return result
+
+
+def _seen_table(sources: Sequence[ManifestSource], *, known: int) -> KeyTable:
+    """The duplicate table, sized once from a line count less the rows an earlier run settled (growing it would
+    hold the old and the new arrays at once: 2.5 times the table at the peak)."""
+    counts = [count_rows(source) for source in sources]
+    return KeyTable(value_code="Q", expected=0 if None in counts else max(0, sum(c or 0 for c in counts) - known))
 
 
 def _count_result(result: Plan, record: Result, show: int) -> None:

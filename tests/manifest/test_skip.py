@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from ingest.admission.keys import KeyDeriver
+from ingest.commands.validate import plan
 from ingest.keytable import fingerprint_bytes
 from ingest.manifest.lines import Line
 from ingest.manifest.skip import LineSkip
+from ingest.manifest.source import ManifestOptions, ManifestSource
 from ingest.results.index import load_index
 from tests.helpers.pipeline import Reply, make_config, run, scripted_server
 from tests.helpers.records import media_rows, read_results, write_csv, write_jsonl
@@ -77,3 +79,16 @@ async def test_another_key_namespace_reads_every_line_again(tmp_path: Path) -> N
         again = await run(make_config([manifest], results, server.url, keys=KeyDeriver(key_namespace="other")))
         assert len(server.hits) == 10
     assert again.stats.skipped_done == 0
+
+
+async def test_dry_run_counts_finished_lines_as_done_without_reading_them(tmp_path: Path) -> None:
+    """``plan`` (validate / --dry-run) over a results file counts fingerprinted lines as already done."""
+    manifest = write_jsonl(tmp_path / "m.jsonl", media_rows(12))
+    results = tmp_path / "results.jsonl"
+    async with scripted_server(lambda hit: Reply(201)) as server:
+        await run(make_config([manifest], results, server.url))
+    write_jsonl(manifest, media_rows(15))  # three new rows after the twelve done ones
+    source = ManifestSource.open(str(manifest))
+    counted = plan([source], ManifestOptions(), KeyDeriver(), index=load_index(results))
+    assert counted.rows == 15
+    assert counted.counts["skip_done"] == 12 and counted.counts["send"] == 3
