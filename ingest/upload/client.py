@@ -160,8 +160,11 @@ class AssetsClient:
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    if resp.content_length is not None and resp.content_length > limit:
-        raise ResponseTooLarge
+    length = resp.content_length
+    if length is not None:
+        if length > limit:
+            raise ResponseTooLarge
+        return await resp.read()  # a stated length within the cap: one read, as aiohttp does it (the common case)
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_any():
