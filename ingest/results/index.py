@@ -227,7 +227,7 @@ def _read_into(index: ResumeIndex, path: Path, *, own: bool) -> None:
                 break
             offset = file.tell() if overlong else offset + len(raw)
             index.lines_read += 1
-            if not overlong and (not raw.strip() or _fold_line(index, raw)):
+            if not overlong and (_fold_line(index, raw) or not raw.strip()):  # records first: no strip() copy
                 continue
             index.unreadable_count += 1
             if len(index.unreadable_lines) < 20 and own:
@@ -248,7 +248,11 @@ def _estimate_records(path: Path) -> int:
     with path.open("rb") as file:
         head = file.read(1 << 16)
     lines = head.count(b"\n")
-    return int(size / (len(head) / lines)) if lines else 0
+    if not lines:
+        return 0
+    # Whole lines only (a partial last line made the average too long, the estimate short, and the table grow once:
+    # a rehash of every key), plus 5% for lines shorter than the first ones.
+    return int(size / ((head.rindex(b"\n") + 1) / lines) * 1.05) + 64
 
 
 def repair(path: Path, index: ResumeIndex) -> None:
