@@ -6,8 +6,10 @@ directory or a device (exit 2), and a disk that fills mid-run (exit 5, the summa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -98,7 +100,15 @@ def _start(args: list[str | Path]) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd="/",
+        start_new_session=True,  # its own process group: killing it takes --processes' workers along
     )
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill ``proc`` and every process it started (the workers of ``--processes``), and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
@@ -133,8 +143,7 @@ def test_one_writer_per_resolved_file_and_per_family(tmp_path: Path, layout: str
         try:
             done = ingest(*second, timeout=30)
         finally:
-            first.kill()
-            first.wait(10)
+            _kill_group(first)
     assert done.code == 2, done.stderr[-3000:]
     assert "in use by another ingest run" in done.stderr
 
