@@ -14,8 +14,11 @@ The whole test takes ~3-5 minutes (the 200k run is ~2-4 minutes of it, more on a
 
 ``test_memory_is_flat_for_every_front_door_format`` holds the same budget for a CSV, a TSV, a JSON array (read by
 the streaming parser) and a JSONL of fal outputs exploded through ``images[*]`` (two items per record), 200,000
-items each against 20,000 of the same format. Seen on a loaded 2-core machine: CSV 60.7 -> 66.6 MB, TSV
-60.9 -> 66.7 MB, JSON array 60.9 -> 69.3 MB, fal images[*] JSONL 61.2 -> 70.3 MB (each ~5-10 minutes under load).
+items each against 20,000 of the same format. What differs between formats is the reader, so these go through
+``ingest run --dry-run`` (the reader, validation, keys and the duplicate table, no requests): the sending half is
+the same for every format and is held by the JSONL test above. Seen through a full run on a loaded 2-core machine:
+CSV 60.7 -> 66.6 MB, TSV 60.9 -> 66.7 MB, JSON array 60.9 -> 69.3 MB, fal images[*] JSONL 61.2 -> 70.3 MB (each
+~2 minutes idle, 5-10 under load); through --dry-run on an idle machine 58-64 MB at 200k (~20 s each).
 """
 
 from __future__ import annotations
@@ -65,17 +68,46 @@ def write_manifest(path: Path, rows: int) -> Path:
     return path
 
 
-async def peak_rss_mb(manifest: Path, rows: int, results: Path, base_url: str) -> float:
-    """Run ``ingest run`` on ``manifest`` (``rows`` rows) to completion; its peak RSS in MB."""
-    args = [sys.executable, "-c", WRAPPER, "run", str(manifest), "--results", str(results), "--base-url", base_url]
-    args += ["--rate", "100000", "--concurrency", "64", "--log-level", "warning", "--log-format", "json"]
+async def _peak_rss_mb_of(args: list[str]) -> tuple[float, str]:
+    """Run the CLI with ``args`` under the VmHWM wrapper; its peak RSS in MB and its stdout."""
+    argv = [sys.executable, "-c", WRAPPER, *args, "--log-level", "warning", "--log-format", "json"]
     with anyio.fail_after(600):  # generous: the 200k run takes 2-4 minutes on a busy 2-core machine
-        done = await anyio.run_process(args, env=clean_env(FAL_KEY=KEY), cwd=ROOT, check=False)
+        done = await anyio.run_process(argv, env=clean_env(FAL_KEY=KEY), cwd=ROOT, check=False)
     stderr = done.stderr.decode()
     assert done.returncode == 0, stderr[-2000:]
-    assert await anyio.to_thread.run_sync(count_succeeded, results) == rows
     (line,) = [line for line in stderr.splitlines() if line.startswith("VMHWM_KB=")]
-    return int(line.removeprefix("VMHWM_KB=")) / 1024
+    return int(line.removeprefix("VMHWM_KB=")) / 1024, done.stdout.decode()
+
+
+async def peak_rss_mb(manifest: Path, rows: int, results: Path, base_url: str) -> float:
+    """Run ``ingest run`` on ``manifest`` (``rows`` rows) to completion; its peak RSS in MB."""
+    args = ["run", str(manifest), "--results", str(results), "--base-url", base_url]
+    mb, _ = await _peak_rss_mb_of([*args, "--rate", "100000", "--concurrency", "64"])
+    assert await anyio.to_thread.run_sync(count_succeeded, results) == rows
+    return mb
+
+
+async def dry_run_peak_rss_mb(manifest: Path, rows: int, results: Path) -> float:
+    """Run ``ingest run --dry-run`` on ``manifest``; its peak RSS in MB, once it counted ``rows`` items to send."""
+    mb, stdout = await _peak_rss_mb_of(["run", str(manifest), "--results", str(results), "--dry-run"])
+    assert f"would send {rows} items" in stdout, stdout[-2000:]
+    return mb
+
+
+@asynccontextmanager
+async def canned_server() -> AsyncIterator[str]:
+    """The canned-201 server in its own process; yields its --base-url."""
+    script = ROOT / "tests" / "helpers" / "canned_server.py"
+    async with await anyio.open_process([sys.executable, str(script)], cwd=ROOT) as server:
+        try:
+            assert server.stdout is not None
+            with anyio.fail_after(20):
+                announced = (await server.stdout.receive()).decode()
+            yield f"http://127.0.0.1:{int(announced.split()[1])}/v1"
+        finally:
+            server.terminate()
+            with anyio.move_on_after(10):
+                await server.wait()
 
 
 @pytest.mark.timeout(1200)
@@ -83,25 +115,14 @@ async def test_memory_is_bounded_as_the_manifest_grows(tmp_path: Path) -> None:
     """Ten times the rows, and a rerun over them, cost at most ~330 B of peak memory per extra item."""
     small = write_manifest(tmp_path / "small.jsonl", SMALL)
     large = write_manifest(tmp_path / "large.jsonl", LARGE)
-    script = ROOT / "tests" / "helpers" / "canned_server.py"
-    async with await anyio.open_process([sys.executable, str(script)], cwd=ROOT) as server:
-        try:
-            assert server.stdout is not None
-            with anyio.fail_after(20):
-                announced = (await server.stdout.receive()).decode()
-            port = int(announced.split()[1])
-            base_url = f"http://127.0.0.1:{port}/v1"
-            small_mb = await peak_rss_mb(small, SMALL, tmp_path / "small.results.jsonl", base_url)
-            large_results = tmp_path / "large.results.jsonl"
-            large_mb = await peak_rss_mb(large, LARGE, large_results, base_url)
-            # The rerun loads the 200k-record resume index and skips every row without a request.
-            before = (await anyio.Path(large_results).stat()).st_size
-            rerun_mb = await peak_rss_mb(large, LARGE, large_results, base_url)
-            assert (await anyio.Path(large_results).stat()).st_size == before
-        finally:
-            server.terminate()
-            with anyio.move_on_after(10):
-                await server.wait()
+    async with canned_server() as base_url:
+        small_mb = await peak_rss_mb(small, SMALL, tmp_path / "small.results.jsonl", base_url)
+        large_results = tmp_path / "large.results.jsonl"
+        large_mb = await peak_rss_mb(large, LARGE, large_results, base_url)
+        # The rerun loads the 200k-record resume index and skips every row without a request.
+        before = (await anyio.Path(large_results).stat()).st_size
+        rerun_mb = await peak_rss_mb(large, LARGE, large_results, base_url)
+        assert (await anyio.Path(large_results).stat()).st_size == before
     figures = f"{SMALL} rows: {small_mb:.1f} MB, {LARGE} rows: {large_mb:.1f} MB, {LARGE} rows rerun: {rerun_mb:.1f} MB"
     print(f"peak RSS: {figures}")
     assert large_mb < small_mb + ALLOWED_GROWTH_MB, figures
@@ -147,32 +168,15 @@ WRITERS: dict[str, tuple[str, Callable[[Path, int], Path]]] = {
 }
 
 
-@asynccontextmanager
-async def canned_server() -> AsyncIterator[str]:
-    """The canned-201 server in its own process; yields its --base-url."""
-    script = ROOT / "tests" / "helpers" / "canned_server.py"
-    async with await anyio.open_process([sys.executable, str(script)], cwd=ROOT) as server:
-        try:
-            assert server.stdout is not None
-            with anyio.fail_after(20):
-                announced = (await server.stdout.receive()).decode()
-            yield f"http://127.0.0.1:{int(announced.split()[1])}/v1"
-        finally:
-            server.terminate()
-            with anyio.move_on_after(10):
-                await server.wait()
-
-
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("format_", sorted(WRITERS))
 async def test_memory_is_flat_for_every_front_door_format(tmp_path: Path, format_: str) -> None:
-    """200,000 items as CSV, TSV, a JSON array or exploded fal outputs cost no more than the JSONL budget."""
+    """200,000 items as CSV, TSV, a JSON array or exploded fal outputs, read through --dry-run, stay in the budget."""
     suffix, write = WRITERS[format_]
     small = write(tmp_path / f"small{suffix}", SMALL)
     large = write(tmp_path / f"large{suffix}", LARGE)
-    async with canned_server() as base_url:
-        small_mb = await peak_rss_mb(small, SMALL, tmp_path / "small.results.jsonl", base_url)
-        large_mb = await peak_rss_mb(large, LARGE, tmp_path / "large.results.jsonl", base_url)
+    small_mb = await dry_run_peak_rss_mb(small, SMALL, tmp_path / "small.results.jsonl")
+    large_mb = await dry_run_peak_rss_mb(large, LARGE, tmp_path / "large.results.jsonl")
     figures = f"{format_}: {SMALL} items: {small_mb:.1f} MB, {LARGE} items: {large_mb:.1f} MB"
     print(f"peak RSS: {figures}")
     assert large_mb < small_mb + ALLOWED_GROWTH_MB, figures
