@@ -7,7 +7,9 @@ Event names used by ``ingest`` (stable; tests assert on them with ``structlog.te
 ``resume.unreadable_lines``, ``manifest.unknown_columns``, ``manifest.non_fal_host``, ``row.invalid``,
 ``item.duplicate``, ``item.changed``, ``upload.succeeded``, ``upload.retry``, ``upload.failed``,
 ``upload.unexpected_response``, ``limiter.paused``, ``auth.rejected``, ``metrics.serving``, ``manifest.changed``,
-``results.write_failed``, ``metrics.write_failed``.
+``results.write_failed``, ``metrics.write_failed``, ``preflight.ok``, ``preflight.degraded``, ``preflight.failed``,
+``service.outage``, ``service.recovered``, ``service.unavailable``, ``results.foreign``, ``results.elsewhere``,
+``results.replays``, ``settings.unknown_variable``, ``run.summary_text``.
 """
 
 from __future__ import annotations
@@ -99,6 +101,11 @@ class _CurrentStderr:
 
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
+
+
+def json_logs(fmt: str, stream: Any = None) -> bool:
+    """Whether ``configure_logging(fmt=fmt)`` renders JSON lines (``auto``: when not on a terminal)."""
+    return fmt == "json" or (fmt == "auto" and not (stream or sys.stderr).isatty())
 
 
 def configure_logging(

@@ -100,6 +100,14 @@ class Settings(BaseModel):
         gt=0,
         description="seconds the run waits for a vanished or unreachable service before stopping (exit 4)",
     )
+    strict: bool = Field(
+        default=False, description="refuse a results file made for other manifests or key settings (default: warn)"
+    )
+    summary_json: str | None = Field(
+        json_schema_extra={"metavar": "PATH"},
+        default=None,
+        description="write the final summary as one JSON document to PATH ('-': stdout)",
+    )
     preflight: bool = Field(
         default=True, description="probe the endpoint with an empty body before the first item (--no-preflight)"
     )

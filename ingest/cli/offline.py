@@ -49,6 +49,7 @@ def cmd_failed(args: argparse.Namespace) -> int:
         error_types=args.error_type,
         http_statuses=args.http_status,
         retryable_only=args.retryable_only,
+        format=args.format,
     )
     by_type = ", ".join(f"{kind}: {count}" for kind, count in sorted(summary.by_error_type.items()))
     print(

@@ -91,6 +91,9 @@ def _failed(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--http-status", action="append", default=[], type=int, metavar="N", help="only this HTTP status"
     )
     parser.add_argument("--retryable-only", action="store_true", help="only failures a rerun would retry")
+    parser.add_argument(
+        "--format", choices=("jsonl", "csv"), default="jsonl", help="jsonl (default) or csv (for a spreadsheet)"
+    )
     parser.set_defaults(handler=offline.cmd_failed)
 
 

@@ -17,10 +17,10 @@ import structlog
 from ingest.admission.keys import KeyDeriver
 from ingest.admission.shard import Shard, parse_shard
 from ingest.cli.flags import flag_layer
-from ingest.cli.output import print_summary
+from ingest.cli.output import print_summary, write_summary_json
 from ingest.credentials import resolve_api_key
 from ingest.errors import UsageError
-from ingest.logs import configure_logging
+from ingest.logs import configure_logging, json_logs
 from ingest.manifest.source import ManifestOptions, ManifestSource, preflight
 from ingest.results.naming import default_results_path, expand_shard_placeholder
 from ingest.results.paths import Named, check_outputs_are_not_inputs
@@ -80,7 +80,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     report: RunReport = anyio.run(
         run_pipeline, config, api_key, backend_options=event_loop_options(settings.event_loop)
     )
-    print_summary(report)
+    if settings.summary_json is not None:
+        write_summary_json(report.summary, settings.summary_json)
+    print_summary(report, as_event=json_logs(settings.log_format))
     return report.exit_code
 
 
@@ -188,6 +190,7 @@ def run_config(
         shard=shard,
         max_duration=settings.max_duration,
         max_outage=settings.max_outage,
+        strict=settings.strict,
         preflight=settings.preflight,
         progress=progress_mode(settings.progress),
         metrics_port=settings.metrics_port,

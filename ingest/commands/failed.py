@@ -21,11 +21,17 @@ Given the same results file, ``ingest run`` retries retryable failures and skips
 
 The output is written to a temporary file beside ``out`` and renamed over it, so a reader never sees half a
 manifest; ``out=None`` writes to stdout.
+
+``format="csv"`` writes the same rows as CSV, for people who open failures in a spreadsheet: a header of the body
+fields (in the spec's order), then any other field seen, then ``idempotency_key``; a list (``tag_ids``) as a JSON
+array, a boolean as ``true``/``false``, null as an empty cell. ``ingest run`` reads it back unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import secrets
 import sys
@@ -43,7 +49,7 @@ from ingest.models import UploadRequest
 from ingest.results.rules import error_of
 from ingest.results.scan import read_current, scan_results, where
 
-__all__ = ["FailedSummary", "manifest_row", "write_failed_manifest"]
+__all__ = ["FailedSummary", "csv_lines", "manifest_row", "write_failed_manifest"]
 
 STDOUT_NAME = "<stdout>"
 
@@ -83,6 +89,7 @@ def write_failed_manifest(
     error_types: Collection[str] = (),
     http_statuses: Collection[int] = (),
     retryable_only: bool = False,
+    format: str = "jsonl",
 ) -> FailedSummary:
     """Write the current failures of ``paths`` as a JSONL manifest to ``out`` (stdout if ``None``).
 
@@ -104,7 +111,7 @@ def write_failed_manifest(
     )
     statuses = ("failed", "invalid") if include_invalid else ("failed",)
     selected = _Filter(frozenset(error_types), frozenset(http_statuses), retryable_only)
-    chosen: list[tuple[int, int, int, int, bytes]] = []  # (manifest order, line, file, offset, manifest line)
+    chosen: list[tuple[int, int, int, int, dict[str, Any]]] = []  # (manifest order, line, file, offset, row)
     for file, offset, record in read_current(scan, statuses):
         if not selected(record):
             summary.filtered_out += 1
@@ -114,10 +121,11 @@ def write_failed_manifest(
             summary.skipped_no_item += 1
             continue
         manifest, line = where(record)
-        chosen.append((manifests.get(manifest, len(manifests)), line, file, offset, _dump(row)))
+        chosen.append((manifests.get(manifest, len(manifests)), line, file, offset, row))
         summary.by_error_type[str(error_of(record).get("type") or "(no type)")] += 1
     chosen.sort(key=lambda entry: entry[:4])
-    _write(out, (entry[4] for entry in chosen))
+    rows = [entry[4] for entry in chosen]
+    _write(out, csv_lines(rows) if format == "csv" else (_dump(row) for row in rows))
     summary.written = len(chosen)
     return summary
 
@@ -172,6 +180,32 @@ def _typed_cells(item: dict[str, Any]) -> dict[str, Any]:
     if isinstance(tag_ids, str) and (tags := parse_tag_ids(tag_ids)) is not None:
         row["tag_ids"] = tags
     return row
+
+
+def csv_lines(rows: Sequence[dict[str, Any]]) -> Iterable[bytes]:
+    """``rows`` as CSV lines (UTF-8, header first); see the module docstring."""
+    extra = sorted({name for row in rows for name in row} - set(BODY_FIELDS) - {"idempotency_key"})
+    present = {name for row in rows for name in row}
+    columns = [name for name in BODY_FIELDS if name in present] + extra + ["idempotency_key"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    yield buffer.getvalue().encode()
+    for row in rows:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow([_cell(row.get(name)) for name in columns])
+        yield buffer.getvalue().encode()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return orjson.dumps(value).decode()
+    return str(value)
 
 
 def _dump(row: dict[str, Any]) -> bytes:

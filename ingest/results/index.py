@@ -27,6 +27,7 @@ import orjson
 from ingest.keytable import KeyTable, fingerprint, fingerprint_bytes
 from ingest.results.naming import family
 from ingest.results.rules import replaces
+from ingest.results.runlog import RUN_RECORD_PREFIX, RunHistory
 
 _SUCCEEDED, _FAILED_PERMANENT, _FAILED_RETRYABLE = 1, 2, 3
 _STATE_MASK = 0b11
@@ -65,6 +66,7 @@ class ResumeIndex:
         self.unreadable_count = 0
         self.torn_tail = False  # this run's file ended in a line without newline, which was ignored
         self.repair_offset: int | None = None  # where to truncate the file to drop the torn tail
+        self.history = RunHistory()  # the run records of this run's file (not of its shard family)
 
     def __repr__(self) -> str:
         return (
@@ -161,8 +163,15 @@ def _fold_row_fp(index: ResumeIndex, raw: bytes) -> None:
             return  # not hex: no fingerprint, the row is simply read again
 
 
-def _fold_line(index: ResumeIndex, raw: bytes) -> bool:
+def _fold_line(index: ResumeIndex, raw: bytes, *, own: bool = True) -> bool:
     """Fold one complete line in; False when it is not a record."""
+    if raw.startswith(RUN_RECORD_PREFIX):  # a run's own record (``ingest.results.runlog``), not an item's
+        if own:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                record = orjson.loads(raw)
+                if isinstance(record, dict):
+                    index.history.add(record)
+        return True
     if raw.startswith(_KEY_PREFIX):
         # The common case, a success written by us: fixed offsets, no regex, no decoding.
         end = raw.find(b'"', 8)
@@ -227,7 +236,7 @@ def _read_into(index: ResumeIndex, path: Path, *, own: bool) -> None:
                 break
             offset = file.tell() if overlong else offset + len(raw)
             index.lines_read += 1
-            if not overlong and (_fold_line(index, raw) or not raw.strip()):  # records first: no strip() copy
+            if not overlong and (_fold_line(index, raw, own=own) or not raw.strip()):  # records first: no strip() copy
                 continue
             index.unreadable_count += 1
             if len(index.unreadable_lines) < 20 and own:

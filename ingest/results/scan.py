@@ -13,6 +13,9 @@ Two views of the same lines:
 "Latest" is file order within one file; across files, the later ``finished_at`` (files are also read in the
 order of their first record, so argument order does not matter: ``results-*.jsonl`` works).
 
+Run records (``{"record": "run_started" | "run_ended", …}``, ``ingest.results.runlog``) are not items: each file's
+are kept in its ``FileTally.runs`` (two small lines per run) for ``ingest report``'s verdict.
+
 Memory: the files are streamed; the item view keeps one packed ``int`` per distinct key. A torn last line (a run
 killed mid-write, or one still writing) and unreadable lines are counted, never fatal.
 """
@@ -30,6 +33,7 @@ import orjson
 from ingest.errors import UsageError
 from ingest.results.record import Status
 from ingest.results.rules import replaces
+from ingest.results.runlog import RUN_RECORD_PREFIX, RunHistory
 
 __all__ = [
     "FileTally",
@@ -64,6 +68,7 @@ class FileTally:
     torn_tail: bool = False  # the last line has no newline (the writer died mid-line, or is still writing)
     records: Counter[str] = field(default_factory=Counter)
     items: Counter[str] = field(default_factory=Counter)
+    runs: RunHistory = field(default_factory=RunHistory)  # its run records (two lines per run), not items
 
 
 def check_paths(paths: Sequence[Path]) -> None:
@@ -101,6 +106,9 @@ def read_records(path: Path, tally: FileTally) -> Iterator[tuple[int, dict[str, 
                 tally.lines += 1
                 if not raw.strip():
                     continue
+                if raw.startswith(RUN_RECORD_PREFIX):
+                    _add_run(tally, raw)
+                    continue
                 record = parse_record(raw)
                 if record is None:
                     tally.unreadable += 1
@@ -108,6 +116,16 @@ def read_records(path: Path, tally: FileTally) -> Iterator[tuple[int, dict[str, 
                 yield start, record
     except OSError as exc:
         raise UsageError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+
+
+def _add_run(tally: FileTally, raw: bytes) -> None:
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        tally.unreadable += 1
+        return
+    if isinstance(record, dict):
+        tally.runs.add(record)
 
 
 def stamp_ms(value: object) -> int | None:

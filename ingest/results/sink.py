@@ -37,8 +37,12 @@ class ResultsSink:
         fsync_interval: float = 1.0,
         on_result: Callable[[Result], None] | None = None,
         on_error: Callable[[LocalIOError], None] | None = None,
+        prologue: bytes = b"",
+        epilogue: Callable[[], bytes] | None = None,
     ) -> None:
         self.path = path
+        self._prologue = prologue  # written first (the run_started record)
+        self._epilogue = epilogue  # makes the last line when the stream closes (the run_ended record)
         self.fsync_interval = fsync_interval  # most seconds a written record waits for fsync
         self._on_result = on_result  # stats and failure-threshold hook
         self._on_error = on_error  # told once when the file cannot be written (the run stops)
@@ -67,6 +71,8 @@ class ResultsSink:
                 await _discard(receive)
                 return
             try:
+                if self._prologue:
+                    file.write(self._prologue)
                 await self._drain(receive, file)
             except OSError as exc:
                 self._failed(exc)
@@ -74,6 +80,8 @@ class ResultsSink:
             finally:
                 # Plain synchronous calls: cancellation cannot interrupt them, so no shield is needed.
                 try:
+                    if self._epilogue is not None and self.error is None:
+                        file.write(self._epilogue())
                     file.flush()
                     os.fsync(file.fileno())
                     self.fsyncs += 1

@@ -36,6 +36,7 @@ class RunControl:
         self.workers_scope = anyio.CancelScope()  # cancelled to abandon in-flight work
         self.stopping = False  # no new attempts may start
         self.interrupted = False  # a signal stopped the run
+        self.stop_reason: str | None = None  # why the run stopped early without an abort (a signal, the deadline)
         self.aborted: IngestError | None = None  # why the run was aborted, if it was
 
     def __repr__(self) -> str:
@@ -74,6 +75,7 @@ async def watch_signals(control: RunControl, *, grace: float, stats: RunStats) -
                     "run.signal", signal=name, action="draining", grace_period_s=grace, in_flight=stats.in_flight
                 )
                 control.interrupted = True
+                control.stop_reason = control.stop_reason or name
                 control.drain(grace)
             else:
                 log.warning("run.signal", signal=name, action="cancelling", in_flight=stats.in_flight)
@@ -84,6 +86,7 @@ async def stop_after(control: RunControl, seconds: float, *, grace: float, stats
     """``--max-duration``: stop taking new items after ``seconds``, then drain within ``grace``."""
     await anyio.sleep(seconds)
     log.info("run.max_duration_reached", max_duration_s=seconds, in_flight=stats.in_flight)
+    control.stop_reason = control.stop_reason or f"max_duration {seconds:g}s reached"
     control.drain(grace)
 
 

@@ -35,7 +35,7 @@ from ingest.admission.shard import Shard
 from ingest.credentials import ApiKey
 from ingest.errors import EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK, IngestError, LocalIOError
 from ingest.manifest.source import ManifestOptions, ManifestSource
-from ingest.results.index import ResumeIndex, load_index, repair
+from ingest.results.index import ResumeIndex
 from ingest.results.lock import FamilyMode, ResultsLock
 from ingest.results.record import Result, Status
 from ingest.results.sink import ResultsSink
@@ -43,6 +43,8 @@ from ingest.run.control import FailureThreshold, RunControl, stop_after, watch_s
 from ingest.run.metrics import Metrics, export_metrics
 from ingest.run.producer import Producer, count_total
 from ingest.run.progress import progress_figures, report_progress
+from ingest.run.resume import check_belonging, load_resume
+from ingest.run.runrecord import Ending, RunRecorder, ending_of, log_summary
 from ingest.run.stats import RunStats
 from ingest.settings import default
 from ingest.upload.client import AssetsClient, ClientOptions, open_session
@@ -50,6 +52,7 @@ from ingest.upload.consumer import Consumer
 from ingest.upload.health import OUTAGE_PROBE_MAX, ServiceHealth
 from ingest.upload.limiter import RateLimiter
 from ingest.upload.preflight import preflight
+from ingest.upload.replays import ReplayWatch
 from ingest.upload.retry import RetryPolicy
 from ingest.upload.transport import shown_proxy
 
@@ -85,6 +88,7 @@ class RunConfig:
     shard: Shard | None = None  # this process's part of the key space (--shard K/N)
     max_duration: float | None = None  # stop taking new items after this many seconds, then drain
     max_outage: float = default("max_outage")  # seconds to wait for a vanished or unreachable service
+    strict: bool = default("strict")  # refuse a results file made for other manifests or key settings
     preflight: bool = False  # probe the endpoint before the first item (the CLI's default is on: settings)
     progress: str = "log"  # "bar" (a live display on a terminal), "log" (run.progress events) or "off"
     metrics_port: int | None = None  # serve Prometheus metrics on this port while running
@@ -106,6 +110,18 @@ class RunReport:
     results_path: Path
     aborted: IngestError | None = None
     interrupted: bool = False
+    stop_reason: str | None = None  # why it stopped early without an abort (a signal, --max-duration)
+    started_at: str | None = None  # as in the run records (ISO-8601 UTC)
+    ended_at: str | None = None
+    duration_s: float | None = None
+    summary: dict[str, Any] = field(default_factory=dict)  # the final summary (``run.summary``'s fields)
+
+    @property
+    def ending(self) -> Ending:
+        """Outcome (completed / interrupted / aborted), why, and the exit code."""
+        return ending_of(
+            aborted=self.aborted, interrupted=self.interrupted, stop_reason=self.stop_reason, exit_code=self.exit_code
+        )
 
     @property
     def exit_code(self) -> int:
@@ -127,22 +143,9 @@ async def run_pipeline(config: RunConfig, api_key: ApiKey) -> RunReport:
     """Run the whole job once; holds the results file's lock throughout."""
     family: FamilyMode = "held" if config.family_lock_held else "shared" if config.shard is not None else "exclusive"
     with ResultsLock(config.results_path, family=family):
-        index = _load_resume(config.results_path)
+        index = load_resume(config.results_path)
+        check_belonging(config, index)
         return await _Run(config, api_key, index).execute()
-
-
-def _load_resume(path: Path) -> ResumeIndex:
-    index = load_index(path)
-    if index.torn_tail:
-        repair(path, index)
-        log.warning("resume.repaired", results=str(path), truncated_at=index.repair_offset)
-    if index.unreadable_count:
-        log.warning(
-            "resume.unreadable_lines", results=str(path), count=index.unreadable_count, lines=index.unreadable_lines
-        )
-    if index.lines_read:
-        log.info("resume.loaded", results=str(path), records=index.lines_read, keys=len(index))
-    return index
 
 
 class _Run:
@@ -155,6 +158,17 @@ class _Run:
         self.stats = RunStats(run_id=uuid.uuid4().hex[:12])
         self.control = RunControl()
         self.limiter = RateLimiter(config.rate, burst=config.burst)
+        self.recorder = RunRecorder(
+            run_id=self.stats.run_id,
+            manifests=[source.path for source in config.sources],
+            key_fields=config.keys.key_fields,
+            key_namespace=config.keys.key_namespace,
+        )
+        # A fresh results file: its first answers tell whether the items were done by a run recorded elsewhere.
+        fresh = index.lines_read == 0
+        self.replays = ReplayWatch(
+            started_epoch=self.recorder.started_epoch, results=str(config.results_path), active=fresh
+        )
         self.threshold = FailureThreshold(config.max_failures, config.failure_ratio, config.failure_min_items)
         self.admission = config.rules.admission(index, run_id=self.stats.run_id)
 
@@ -183,8 +197,8 @@ class _Run:
             finally:
                 if metrics is not None:
                     metrics.close()
-            report = RunReport(self.stats, self.config.results_path, self.control.aborted, self.control.interrupted)
-            log_summary(report, self.figures())
+            report = self.report()
+            report.summary = log_summary(report, self.figures())
             return report
         finally:
             structlog.contextvars.unbind_contextvars("run_id")
@@ -217,6 +231,8 @@ class _Run:
             fsync_interval=config.fsync_interval,
             on_result=self._on_result,
             on_error=self._local_io_failed,
+            prologue=self.recorder.started_line(),
+            epilogue=self.recorder.epilogue(lambda: (self.report().ending, self.figures())),
         )
         producer = Producer(
             config.sources,
@@ -238,6 +254,7 @@ class _Run:
                 stop=self.control.abort,
             ),
             counters=self.stats,
+            replays=self.replays,
             run_id=self.stats.run_id,
             rng=random.Random(config.seed),
             slots=concurrency,
@@ -255,6 +272,20 @@ class _Run:
     def _local_io_failed(self, error: LocalIOError) -> None:
         log.error("results.write_failed", message=str(error), hint="items not recorded stay pending for the next run")
         self.control.abort(error)
+
+    def report(self) -> RunReport:
+        """How the run stands (at its end: how it ended)."""
+        control, recorder = self.control, self.recorder
+        return RunReport(
+            self.stats,
+            self.config.results_path,
+            control.aborted,
+            control.interrupted,
+            stop_reason=control.stop_reason,
+            started_at=recorder.started_at,
+            ended_at=recorder.ended_at,
+            duration_s=recorder.duration_s,
+        )
 
     def _on_result(self, result: Result) -> None:
         self.stats.count(result.status, result.error.get("type") if result.error else None)
@@ -275,21 +306,3 @@ def start_metrics(config: RunConfig, stats: RunStats, limiter: RateLimiter) -> M
         port = metrics.serve(config.metrics_port, config.metrics_host)
         log.info("metrics.serving", url=f"http://{config.metrics_host}:{port}/metrics")
     return metrics
-
-
-def log_summary(report: RunReport, figures: dict[str, Any]) -> None:
-    """The ``run.summary`` event (and ``run.interrupted`` with what stays pending)."""
-    stats = report.stats
-    summary = {
-        **figures,
-        "exit_code": report.exit_code,
-        "errors_by_type": dict(stats.errors_by_type),
-        "http_statuses": dict(stats.by_http_status),
-        "results": str(report.results_path),
-    }
-    if report.aborted is not None:
-        summary["aborted"] = str(report.aborted)
-    if report.interrupted:
-        settled = stats.by_status.get("succeeded", 0) + stats.by_status.get("failed", 0)
-        log.warning("run.interrupted", pending=max(0, stats.queued - settled))
-    log.info("run.summary", **summary)

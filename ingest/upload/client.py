@@ -13,6 +13,7 @@ string kept from an answer (body, ``X-Request-Id``, ``Location``) is masked for 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -57,6 +58,7 @@ class AttemptResult:
     error: ErrorInfo | None = None
     server_wait: float | None = None
     request_id: str | None = None
+    replayed: bool = False  # the server says it replayed an earlier answer for this key (Idempotent-Replayed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +144,8 @@ class AssetsClient:
             if b"\\" in payload:  # a JSON escape may spell the key: mask the decoded strings too
                 asset = self._mask.value(answer.asset) if answer.asset is not None else None
                 answer = AttemptResult(201, asset, answer.error, request_id=self._mask.optional(answer.request_id))
+            if resp.headers.get("Idempotent-Replayed") == "true":
+                answer = dataclasses.replace(answer, replayed=True)
             return answer
         wait = server_wait(resp.headers, now=time.time(), max_wait=self._options.max_server_wait)
         if 300 <= resp.status < 400:

@@ -28,6 +28,7 @@ from ingest.streams import receive, send
 from ingest.upload.client import AssetsClient, AttemptResult
 from ingest.upload.health import Health, ServiceHealth
 from ingest.upload.limiter import RateLimiter
+from ingest.upload.replays import ReplayWatch
 from ingest.upload.retry import Outcome, RetryPolicy, classify, decide
 
 log = structlog.get_logger("ingest.upload")
@@ -65,6 +66,7 @@ class Consumer:
         brakes: Brakes,
         health: ServiceHealth,
         counters: AttemptCounters,
+        replays: ReplayWatch | None = None,
         run_id: str,
         rng: random.Random,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
@@ -76,6 +78,7 @@ class Consumer:
         self.brakes = brakes
         self.health = health  # tells the service's failures from the item's
         self.counters = counters
+        self.replays = replays  # looks at the first successes of a run on a fresh results file
         self.run_id = run_id  # stamped on every record
         self.rng = rng  # backoff jitter
         self._sleep = sleep  # the backoff's wait (a fake clock's sleep in tests)
@@ -120,6 +123,8 @@ class Consumer:
             if outcome is Outcome.SUCCESS:
                 self.health.alive(sent=sent)
                 observe(sent_at=sent, throttled=False, wait=None)
+                if self.replays is not None:
+                    self.replays.note(answer)
                 return self._succeeded(item, answer, attempt, elapsed)
             if outcome is Outcome.AUTH:
                 self._auth_rejected(item, answer)

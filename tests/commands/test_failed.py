@@ -20,6 +20,7 @@ from ingest.results.record import Result, Status, error_dict
 from ingest.run.pipeline import RunConfig, RunReport, run_pipeline
 from ingest.upload.client import ClientOptions
 from ingest.upload.retry import RetryPolicy
+from tests.helpers.records import read_results
 
 KEY = "fake-key"
 
@@ -302,7 +303,7 @@ async def test_retryable_failures_rerun_from_the_written_manifest_succeed_with_t
     assert report.items == {"succeeded": 6, "failed": 0, "invalid": 0, "duplicate": 0}
     assert len(report.runs) == 2
     assert report.latency.count == 6
-    records = [orjson.loads(line) for line in results.read_bytes().splitlines()]
+    records = read_results(results)
     assert {r["key"] for r in records if r["status"] == "failed"} == {
         r["key"] for r in records if r["status"] == "succeeded"
     }

@@ -246,7 +246,7 @@ def run_worker(manifests: Sequence[Path], results: Path, base_url: str, **option
 
 
 def strict_records(path: Path) -> list[dict[str, Any]]:
-    """Every record of a results file, failing if any line is torn (no newline) or not a JSON object."""
+    """Every item record of a results file, failing if any line is torn (no newline) or not a JSON object."""
     data = path.read_bytes() if path.exists() else b""
     assert not data or data.endswith(b"\n"), f"torn last line in {path}: {data[-200:]!r}"
     records = []
@@ -254,7 +254,8 @@ def strict_records(path: Path) -> list[dict[str, Any]]:
         assert line.strip(), f"{path}:{number}: blank line"
         record = orjson.loads(line)
         assert isinstance(record, dict), f"{path}:{number}: not an object"
-        records.append(record)
+        if "record" not in record:  # a run record (run_started / run_ended) is not an item's
+            records.append(record)
     return records
 
 

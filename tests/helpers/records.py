@@ -39,8 +39,15 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[s
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
-    """Every record of a results file."""
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    """Every item record of a results file (run records, ``{"record": "run_…"}``, left out: ``run_records``)."""
+    lines = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    return [line for line in lines if "record" not in line]
+
+
+def run_records(path: Path) -> list[dict[str, Any]]:
+    """The run records (``run_started``, ``run_ended``) of a results file, in file order."""
+    lines = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    return [line for line in lines if "record" in line]
 
 
 def by_line(records: Iterable[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.commands.report.histogram import LogHistogram
+from ingest.commands.report.verdict import Verdict, build_verdict
 from ingest.results.rules import error_of, utc_stamp
 from ingest.results.scan import SENT, STATUSES, FileTally, ResultsScan, read_current, scan_results, where
 
@@ -109,6 +110,7 @@ class Report:
     first_ms: int | None = None  # earliest finished_at of a sent record
     last_ms: int | None = None  # latest finished_at of a sent record
     runs: list[RunSeen] = field(default_factory=list)  # in order of their first record
+    verdict: Verdict | None = None  # how the last run ended and what is left (None: no run records)
 
     def __repr__(self) -> str:
         return (
@@ -186,6 +188,7 @@ def build_report(paths: Sequence[Path]) -> Report:
     report.items = scan.states.counts()
     report.runs = sorted(collector.runs.values(), key=lambda run: (run.first_ms is None, run.first_ms or 0))
     _collect_failures(report, scan)
+    report.verdict = build_verdict(report.files, report.items)
     return report
 
 

@@ -9,6 +9,7 @@ import orjson
 
 from ingest.commands.report.aggregate import Report, iso_time
 from ingest.commands.report.histogram import rounded
+from ingest.commands.report.verdict import describe
 from ingest.results.scan import STATUSES
 
 __all__ = ["render_json", "render_text"]
@@ -23,6 +24,7 @@ _WIDTHS_MIN = (1, 5, 10, 15, 30, 60, 120, 240, 720, 1440, 10080)  # bucket width
 def render_json(report: Report) -> str:
     """The report as one JSON document with a fixed shape (keys always present; ``null`` where unknown)."""
     document = {
+        "verdict": report.verdict.as_dict() if report.verdict is not None else None,
         "files": [
             {
                 "path": tally.path,
@@ -90,7 +92,8 @@ def render_text(report: Report, *, top: int = 5) -> str:
     total_records, total_items = sum(report.records.values()), sum(report.items.values())
     files = "1 results file" if len(report.files) == 1 else f"{len(report.files)} results files"
     runs = "1 run" if len(report.runs) == 1 else f"{len(report.runs)} runs"
-    out = [f"ingest report: {files}, {total_records:,} records, {total_items:,} items, {runs}"]
+    out = [*describe(report.verdict), ""] if report.verdict is not None else []
+    out.append(f"ingest report: {files}, {total_records:,} records, {total_items:,} items, {runs}")
     out += _warnings(report)
     out += _section("Status (records: every line; items: the latest record per item)", _status_rows(report))
     if len(report.files) > 1 or report.unreadable or report.torn_tails:
@@ -230,8 +233,17 @@ def _throughput_section(report: Report) -> list[str]:
     label = "minute (UTC)" if width == 1 else f"{_duration(width)} from (UTC)"
     rows: list[Row] = [(label, "succeeded", "failed", "avg/s")]
     for start, (succeeded, failed) in sorted(buckets.items()):
-        rows.append((iso_time(start * 60_000, minutes=True), succeeded, failed, (succeeded + failed) / (width * 60)))
+        seconds = _covered_seconds(report, start * 60_000, width * 60_000)
+        rows.append((iso_time(start * 60_000, minutes=True), succeeded, failed, (succeeded + failed) / seconds))
     return ["", "Throughput (succeeded + failed records by finished_at)", f"  {span}", *_table(rows)]
+
+
+def _covered_seconds(report: Report, start_ms: int, width_ms: int) -> float:
+    """How much of the bucket the records span: the first and the last bucket are partial, and an average over
+    their whole width would understate them (at least a second, so one lone record is not a division by zero)."""
+    first = max(start_ms, report.first_ms if report.first_ms is not None else start_ms)
+    last = min(start_ms + width_ms, report.last_ms if report.last_ms is not None else start_ms + width_ms)
+    return max(1.0, (last - first) / 1000)
 
 
 def _bucket_width(per_minute: dict[int, list[int]]) -> int:

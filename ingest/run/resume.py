@@ -1,0 +1,91 @@
+"""What the results file says before the run starts: what earlier runs settled (the resume index, its torn tail
+repaired), and whether the file belongs to this run's manifests and key settings at all.
+
+``check_belonging`` warns (``results.foreign``) when the file was made for other manifests or other key settings
+— its items would be mixed into this run's report, or, with other key settings, everything would be sent again —
+and refuses under ``strict`` (exit 2, nothing sent). For a fresh results file it looks for an earlier run's results
+file of the same manifests beside them (``results.elsewhere``): a renamed manifest gets a new default results file
+and would resend everything, exactly once only while the server still remembers the keys.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ingest.admission.keys import KeyDeriver
+from ingest.errors import UsageError
+from ingest.manifest.rows import ManifestOptions
+from ingest.manifest.source import ManifestSource, read_manifest
+from ingest.results.index import ResumeIndex, load_index, repair
+from ingest.results.naming import family
+from ingest.results.provenance import elsewhere, foreign
+
+if TYPE_CHECKING:
+    from ingest.run.pipeline import RunConfig
+
+log = structlog.get_logger("ingest.run")
+
+SAMPLE_ROWS = 20  # first rows of a manifest whose keys are looked up in the results file
+
+
+def load_resume(path: Path) -> ResumeIndex:
+    """The resume index of ``path`` and its shard family; a torn last line is truncated (and logged)."""
+    index = load_index(path)
+    if index.torn_tail:
+        repair(path, index)
+        log.warning("resume.repaired", results=str(path), truncated_at=index.repair_offset)
+    if index.unreadable_count:
+        log.warning(
+            "resume.unreadable_lines", results=str(path), count=index.unreadable_count, lines=index.unreadable_lines
+        )
+    if index.lines_read:
+        log.info("resume.loaded", results=str(path), records=index.lines_read, keys=len(index))
+    return index
+
+
+def check_belonging(config: RunConfig, index: ResumeIndex) -> None:
+    """Warn (``config.strict``: refuse) when the results file was made for other manifests or key settings, or
+    (fresh) when an earlier one is beside the manifests; see the module docstring."""
+    path, sources, keys, strict = config.results_path, config.sources, config.keys, config.strict
+    options = config.manifest_options
+    manifests = [source.path for source in sources]
+    settings = {"key_fields": list(keys.key_fields), "key_namespace": keys.key_namespace}
+    by_path = {source.path: source for source in sources}
+
+    def known(manifest: str) -> bool:
+        return _knows_some(index, by_path[manifest], keys, options)
+
+    problems = foreign(index.history, manifests, settings, known=known) if index.history.started else []
+    for problem in problems:
+        log.warning("results.foreign", results=str(path), problem=problem, strict=strict)
+    if problems and strict:
+        raise UsageError(f"{path}: {problems[0]} (--strict refuses; give the right --results)")
+    if index.lines_read == 0 and len(family(path)) <= 1:
+        other = elsewhere(path, manifests)
+        if other is not None:
+            log.warning(
+                "results.elsewhere",
+                results=str(path),
+                earlier=str(other),
+                hint=f"an earlier run of this manifest recorded its items in {other}; to resume it, give "
+                f"--results {other}",
+            )
+
+
+def _knows_some(index: ResumeIndex, source: ManifestSource, keys: KeyDeriver, options: ManifestOptions) -> bool:
+    """Whether any of the first ``SAMPLE_ROWS`` valid rows of ``source`` has a key the index knows."""
+    if source.is_stdin:
+        return False
+
+    def quiet(_event: str, **_fields: Any) -> None:
+        """Manifest warnings are the producer's to give, once."""
+
+    # The generator is dropped after the sample, which closes the file (CPython frees it at once).
+    for row in itertools.islice(read_manifest(source, options, warn=quiet), SAMPLE_ROWS):
+        if row.request is not None and keys.derive(row.request.body(), row.idempotency_key) in index:
+            return True
+    return False
