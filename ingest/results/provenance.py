@@ -96,10 +96,11 @@ def _first_run(path: Path) -> dict[str, Any] | None:
     """The ``run_started`` record on a results file's first line, if it has one."""
     try:
         with path.open("rb") as handle:
-            line = handle.readline(MAX_FIRST_LINE)
+            start = handle.read(len(RUN_RECORD_PREFIX))  # a manifest beside it is not read any further
+            if start != RUN_RECORD_PREFIX:
+                return None
+            line = start + handle.readline(MAX_FIRST_LINE)
     except OSError:
-        return None
-    if not line.startswith(RUN_RECORD_PREFIX):
         return None
     try:
         record = orjson.loads(line)
