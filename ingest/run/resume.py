@@ -18,7 +18,7 @@ import structlog
 
 from ingest.admission.keys import KeyDeriver
 from ingest.errors import UsageError
-from ingest.manifest.rows import ManifestOptions
+from ingest.manifest.options import ManifestOptions
 from ingest.manifest.source import ManifestSource, read_manifest
 from ingest.results.index import ResumeIndex, load_index, repair
 from ingest.results.naming import family
