@@ -375,5 +375,6 @@ def run_args(manifest: Path, results: Path, url: str, *extra: str | Path) -> lis
 
 
 def records(path: Path) -> list[dict[str, Any]]:
-    """Every record of a results file."""
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    """Every item record of a results file (a run's own records, run_started / run_ended, are left out)."""
+    every = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    return [record for record in every if "record" not in record]
