@@ -171,6 +171,30 @@ class Settings(BaseModel):
     metrics_textfile: Path | None = Field(
         default=None, description="write metrics for node-exporter's textfile collector"
     )
+    rehost: Literal["auto", "never", "always"] = Field(
+        default="auto",
+        description="upload media that is not on fal (paths, file://, s3://, gs://, az://, other hosts) into fal "
+        "storage first; always: fal URLs too; never: register urls as they are",
+    )
+    storage_url: str = Field(
+        json_schema_extra={"metavar": "URL"},
+        default="https://rest.fal.ai",
+        description="fal's storage API (token endpoint); bytes go to the base_url its token names",
+    )
+    upload_concurrency: int = Field(
+        default=4, ge=1, le=256, description="storage requests (uploads, parts) in flight at once, for the whole run"
+    )
+    bwlimit: str | None = Field(
+        json_schema_extra={"metavar": "BYTES"},
+        default=None,
+        description="upload bandwidth for the whole run, bytes/s with K/M/G suffixes (shared by shards)",
+    )
+    dedupe_content: bool = Field(
+        default=False, description="local files with the same bytes under two names are uploaded once"
+    )
+    multipart_max_age: float = Field(
+        default=6 * 3600.0, gt=0, description="seconds an interrupted multipart upload may be resumed"
+    )
     manifest: ManifestSettings = Field(default_factory=ManifestSettings, description="how manifests are read")
 
 

@@ -167,6 +167,7 @@ CASES = [
             _obj(url=media_url(0, "schemes"), type="image"),
         ),
         dict.fromkeys(range(1, 6), "invalid:http or https scheme") | {6: OK},
+        flags=("--rehost", "never"),  # registration only: under --rehost auto, file:///etc/passwd is a source
     ),
     Case(
         "non-fal-host-warns",
@@ -174,13 +175,14 @@ CASES = [
         _csv(b"https://example.com/a/1.png,image,x", _row("hosts", 0), b"https://evil.example.net/2.png,image,y"),
         {2: OK, 3: OK, 4: OK},
         events=("manifest.non_fal_host",),
+        flags=("--rehost", "never"),  # under --rehost auto these are fetched and rehosted instead
     ),
     Case(
         "non-fal-host-required",
         "hosts-required.csv",
         _csv(b"https://example.com/b/1.png,image,x", _row("hosts-req", 0), b"https://fal.media.evil.net/2.png,image,y"),
         {2: "invalid:not a fal media host", 3: OK, 4: "invalid:not a fal media host"},
-        flags=("--require-fal-host",),
+        flags=("--require-fal-host", "--rehost", "never"),
         validate=False,
     ),
     Case(
@@ -237,7 +239,7 @@ def test_validate_counts_and_names_every_invalid_line(tmp_path: Path) -> None:
         case.write(manifest)
         manifests.append(manifest)
     done = subprocess.run(
-        [sys.executable, "-m", "ingest", "validate", *map(str, manifests), "--show", "1000"],
+        [sys.executable, "-m", "ingest", "validate", *map(str, manifests), "--show", "1000", "--rehost", "never"],
         capture_output=True,
         timeout=60,
         env=worker_env(),

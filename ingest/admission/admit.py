@@ -44,6 +44,9 @@ class WorkItem:
     body_sha256: str
     index: int | None = None  # the item's position in its record, when one record made several items
     row_fp: int = 0  # fingerprint of the row's manifest line (``ingest.manifest.skip``), written to its record
+    # "": register the url as it is; "upload": rehost the source first; "verify": an earlier run ingested it,
+    # only check that the source has not changed since (nothing is uploaded or registered).
+    rehost: str = ""
 
 
 def url_host(url: str) -> str:
@@ -84,6 +87,7 @@ class Admission:
     require_fal_host: bool = False
     run_id: str = ""
     shard: Shard | None = None
+    rehost_mode: str = "never"  # --rehost: "auto" (what is not on fal), "always", or "never"
     # this run's first occurrence of every key: fp -> manifest number << 56 | line << 24 | 24 bits of body hash
     seen: KeyTable = field(default_factory=lambda: KeyTable(value_code="Q"))
     manifests: dict[str, int] = field(default_factory=dict)  # manifest name -> its number in `seen` values
@@ -107,12 +111,15 @@ class Admission:
         key = self.keys.derive(body, row.idempotency_key)
         if shard is not None and not shard.owns_key(key):
             return Verdict.OTHER_SHARD
-        if (problem := self._host_problem(row)) is not None:
+        rehost = self._rehost(row.request.url)
+        if not rehost and (problem := self._host_problem(row)) is not None:
             return problem
         body_bytes = canonical_bytes(body)
         sha = body_sha256(body_bytes)
         fp = fingerprint(key)
         verdict = self.index.decide_fp(fp, sha, retry_failed=self.retry_failed)
+        if verdict is Verdict.SKIP_DONE and rehost:
+            return WorkItem(row.manifest, row.line, key, body, body_bytes, sha, row.index, rehost="verify")
         if verdict in (Verdict.SKIP_DONE, Verdict.SKIP_FAILED):
             # Settled by an earlier run, which already recorded any repeat of it as a duplicate.
             return verdict
@@ -120,7 +127,17 @@ class Admission:
             return duplicate
         if verdict is Verdict.CHANGED:
             return self._changed(row, key, body, sha)
-        return WorkItem(row.manifest, row.line, key, body, body_bytes, sha, row.index, row_fp)
+        return WorkItem(
+            row.manifest, row.line, key, body, body_bytes, sha, row.index, row_fp, rehost="upload" if rehost else ""
+        )
+
+    def _rehost(self, url: str) -> bool:
+        """Whether ``url``'s media is uploaded into fal storage before it is registered."""
+        if self.rehost_mode == "always":
+            return True
+        if self.rehost_mode == "auto":
+            return not url[:8].lower().startswith(("http://", "https://")) or not is_fal_host(url)
+        return False
 
     def _invalid(self, row: ManifestRow) -> Result:
         assert row.error is not None

@@ -10,7 +10,7 @@ from ingest.cli.flags import add_column_flag, add_manifest_flags, add_setting_fl
 from ingest.version import __version__
 
 # The settings ``ingest validate`` takes: those that change what a row becomes or which rows are valid.
-VALIDATE_SETTINGS = ("key_fields", "key_namespace", "require_fal_host")
+VALIDATE_SETTINGS = ("key_fields", "key_namespace", "require_fal_host", "rehost")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,8 @@ from ingest.credentials import resolve_api_key
 from ingest.errors import UsageError
 from ingest.logs import configure_logging, json_logs
 from ingest.manifest.source import ManifestOptions, ManifestSource, preflight
+from ingest.rehost import RehostConfig, RehostOptions
+from ingest.rehost.bandwidth import parse_size
 from ingest.results.naming import default_results_path, expand_shard_placeholder
 from ingest.results.paths import Named, check_outputs_are_not_inputs
 from ingest.run.pipeline import RunConfig, RunReport, run_pipeline
@@ -54,6 +56,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     warn_unknown_env()
     check_transport(settings.base_url, allow_insecure_http=settings.allow_insecure_http)
+    if settings.rehost != "never":
+        check_transport(settings.storage_url, allow_insecure_http=settings.allow_insecure_http)
     sources = open_sources(args.manifests, settings)
     config = run_config(settings, sources, limit=args.limit, handle_signals=True)
     config = dataclasses.replace(config, family_lock_held=args.family_lock_held)
@@ -112,6 +116,7 @@ def manifest_options(settings: Settings) -> ManifestOptions:
         encoding=m.encoding,
         delimiter=_DELIMITER_WORDS.get(m.delimiter.lower(), m.delimiter) if m.delimiter else None,
         fal_outputs=m.fal_outputs,
+        allow_sources=settings.rehost != "never",
     )
 
 
@@ -196,6 +201,24 @@ def run_config(
         metrics_port=settings.metrics_port,
         metrics_host=settings.metrics_host,
         metrics_textfile=settings.metrics_textfile,
+        rehost_mode=settings.rehost,
+        rehost=rehost_config(settings, shard),
+    )
+
+
+def rehost_config(settings: Settings, shard: Shard | None) -> RehostConfig:
+    """The rehost stage's settings; ``--bwlimit`` is the whole job's, shared by the shards like ``--rate``."""
+    try:
+        bwlimit = None if settings.bwlimit is None else parse_size(settings.bwlimit)
+    except ValueError as exc:
+        raise UsageError(f"--bwlimit: {exc}") from None
+    if bwlimit is not None and shard is not None:
+        bwlimit = max(1, bwlimit // shard.count)
+    return RehostConfig(
+        storage_url=settings.storage_url,
+        upload_concurrency=settings.upload_concurrency,
+        bwlimit=bwlimit,
+        options=RehostOptions(dedupe_content=settings.dedupe_content, max_journal_age=settings.multipart_max_age),
     )
 
 

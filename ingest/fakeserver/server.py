@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import anyio
 from aiohttp import web
 
-from ingest.fakeserver.app import ADMIN_PATH, FAKE_API, FAKE_STORAGE, create_app
+from ingest.fakeserver.app import ADMIN_PATH, FAKE_API, FAKE_STORAGE, FakeAssetsApi, create_app
 from ingest.fakeserver.config import FakeServerConfig
 from ingest.fakeserver.ledger import Ledger
 from ingest.fakeserver.storage import FakeStorage
@@ -32,6 +32,7 @@ class FakeServer:
     config: FakeServerConfig = field(repr=False)
     storage_url: str = ""  # the storage API's root, e.g. "http://127.0.0.1:54321" (--storage-url)
     storage: FakeStorage | None = field(default=None, repr=False)  # its files, tokens and ledger
+    api: FakeAssetsApi | None = field(default=None, repr=False)  # the Assets API's state (tests swap its faults)
 
 
 @contextlib.asynccontextmanager
@@ -60,6 +61,7 @@ async def running_fake_server(
             config=config,
             storage_url=root,
             storage=app[FAKE_STORAGE],
+            api=app[FAKE_API],
         )
     finally:
         with anyio.CancelScope(shield=True):  # stop listening even when the caller is being cancelled

@@ -36,6 +36,7 @@ class ManifestOptions:
     columns: Mapping[str, str] = field(default_factory=dict)
     defaults: Mapping[str, object] = field(default_factory=dict)
     infer_type: bool = True
+    allow_sources: bool = False  # a url may name media to rehost: a path, file://, s3://, gs://, az://
     encoding: str | None = None
     delimiter: str | None = None
     fal_outputs: bool = True

@@ -30,6 +30,7 @@ from ingest.manifest.cells import (
     parse_tag_ids,
     shown,
 )
+from ingest.manifest.media_sources import PLACEHOLDER_URL, check_source_url, source_url
 from ingest.manifest.uri import iri_to_uri
 from ingest.models import ASSET_TYPES, UploadRequest
 
@@ -97,12 +98,13 @@ class ManifestRow:
 class RowBuilder:
     """Turns typed, renamed fields into ``ManifestRow``s for one manifest."""
 
-    __slots__ = ("_defaults", "_infer", "manifest")
+    __slots__ = ("_defaults", "_infer", "_sources", "manifest")
 
     def __init__(self, manifest: str, options: ManifestOptions) -> None:
         self.manifest = manifest  # ManifestSource.name, copied into every row
         self._defaults = dict(options.defaults)  # field -> typed default value
         self._infer = options.infer_type  # infer an absent `type` from the URL extension
+        self._sources = options.allow_sources  # a url may be a local path or a bucket object (rehost)
 
     def invalid(
         self,
@@ -121,17 +123,23 @@ class RowBuilder:
     ) -> ManifestRow:
         """Validate ``fields`` (known, typed); ``raw`` is what to keep if invalid (default: ``fields``)."""
         kept = fields if raw is None else raw
-        data: dict[str, Any] = _normalized(fields)
+        source = source_url(fields) if self._sources else None
+        if source is not None and (problem := check_source_url(source)) is not None:
+            return self.invalid(line, "url", problem, kept, index)
+        data: dict[str, Any] = _normalized(fields if source is None else {**fields, "url": PLACEHOLDER_URL})
         key: object = None
         if self._defaults or "idempotency_key" in data or data.get("type") == "":
             data, key = self._merged(data)
         inferred = False
         if self._infer and "type" not in data:
-            data, inferred = _with_inferred_type(data)
+            data, inferred = _with_inferred_type(data if source is None else {**data, "url": source})
+            data = data if source is None else {**data, "url": PLACEHOLDER_URL}
         try:
             request = UploadRequest.model_validate(data, strict=True)
         except ValidationError as exc:
             return self.invalid(line, *first_error(exc, type_was_inferred=inferred), kept, index)
+        if source is not None:
+            request = request.model_copy(update={"url": source})
         if key is None or key == "":
             return ManifestRow(self.manifest, line, request, None, None, None, index)
         problem = check_idempotency_key(key)

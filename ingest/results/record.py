@@ -5,7 +5,8 @@
  "error": {"type": "…", "message": "…", "request_id": "…", "retryable": false, "field": "…"?} | null,
  "manifest": "media.csv", "line": 17, "attempts": 2, "http_status": 201,
  "duplicate_of": {"manifest": "…", "line": 3} | null, "run_id": "…", "finished_at": "2026-…Z", "elapsed_ms": 123,
- "item": {…request body…}, "asset": {…} | null, "row_fp": "<16 hex digits>"?}
+ "item": {…request body…}, "asset": {…} | null, "rehost": {source, kind, fingerprint, sha256, size, content_type,
+ url, how, upload_ms}?, "row_fp": "<16 hex digits>"?}
 ```
 
 ``row_fp`` (succeeded records of rows read from a manifest line of their own) lets a rerun skip that line unread.
@@ -13,6 +14,8 @@
 ``item`` is the exact request body for valid rows, and the row's fields as read for invalid ones, so that
 ``ingest failed`` can turn failures back into a manifest — except for credentials in a media URL
 (``https://user:pass@host/…``), which are masked (``https://***@host/…``): the file is not a place for secrets.
+A rehosted item's ``item`` keeps the manifest's source url (its identity); the fal url it was registered with is
+``rehost.url`` (and ``asset.url``).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class Result:
     finished_at: str = ""
     index: int | None = None  # the item's position in its manifest record, when one record made several items
     row_fp: int = 0  # fingerprint of the manifest line the row was read from (ingest.manifest.skip); 0: none
+    rehost: dict[str, Any] | None = None  # a rehosted item's upload: source, fingerprint, sha256, size, fal url
 
     def to_line(self) -> bytes:
         """The record as one JSON line, newline included (stamps ``finished_at`` if unset)."""
@@ -80,6 +84,8 @@ class Result:
             "item": mask_url_credentials(self.item),
             "asset": mask_url_credentials(self.asset),
         }
+        if self.rehost is not None:
+            record["rehost"] = self.rehost
         if self.row_fp:
             # Last, at a fixed distance from the end of the line, where the resume index reads it without a parse.
             record["row_fp"] = f"{self.row_fp:016x}"

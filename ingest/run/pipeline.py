@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from ingest.admission.shard import Shard
 from ingest.credentials import ApiKey
 from ingest.errors import EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK, IngestError, LocalIOError
 from ingest.manifest.source import ManifestOptions, ManifestSource
+from ingest.rehost import RehostConfig, Rehoster
 from ingest.results.index import ResumeIndex
 from ingest.results.lock import FamilyMode, ResultsLock
 from ingest.results.record import Result, Status
@@ -43,6 +44,7 @@ from ingest.run.control import FailureThreshold, RunControl, stop_after, watch_s
 from ingest.run.metrics import Metrics, export_metrics
 from ingest.run.producer import Producer, count_total
 from ingest.run.progress import progress_figures, report_progress
+from ingest.run.rehosting import rehost_figures, rehost_stage
 from ingest.run.resume import check_belonging, load_resume
 from ingest.run.runrecord import Ending, RunRecorder, ending_of, log_summary
 from ingest.run.stats import RunStats
@@ -52,6 +54,7 @@ from ingest.upload.consumer import Consumer
 from ingest.upload.health import OUTAGE_PROBE_MAX, ServiceHealth
 from ingest.upload.limiter import RateLimiter
 from ingest.upload.preflight import preflight
+from ingest.upload.rehosting import RehostStep
 from ingest.upload.replays import ReplayWatch
 from ingest.upload.retry import RetryPolicy
 from ingest.upload.transport import shown_proxy
@@ -95,6 +98,8 @@ class RunConfig:
     metrics_host: str = default("metrics_host")
     metrics_textfile: Path | None = None  # write metrics here (node-exporter textfile collector), atomically
     family_lock_held: bool = False  # a --processes parent holds the results family's lock for this child
+    rehost_mode: str = "never"  # --rehost: "auto", "always" or "never"
+    rehost: RehostConfig = field(default_factory=RehostConfig)  # how media is put into fal storage
 
     @property
     def rules(self) -> Rules:
@@ -171,6 +176,8 @@ class _Run:
         )
         self.threshold = FailureThreshold(config.max_failures, config.failure_ratio, config.failure_min_items)
         self.admission = config.rules.admission(index, run_id=self.stats.run_id)
+        self.admission.rehost_mode = config.rehost_mode  # what is rehosted, and which done rows are verified
+        self.rehoster: Rehoster | None = None  # the run's rehost stage, once the session is open
 
     def __repr__(self) -> str:
         return f"_Run(stats={self.stats!r}, limiter={self.limiter!r}, control={self.control!r})"
@@ -189,11 +196,16 @@ class _Run:
             )
             metrics = start_metrics(self.config, self.stats, self.limiter)
             try:
-                async with open_session(self.config.client) as session:
+                pool = self.config.client.concurrency + self.config.rehost.upload_concurrency  # storage shares it
+                async with (
+                    open_session(replace(self.config.client, concurrency=pool)) as session,
+                    rehost_stage(self.config, session, self.api_key, run_id=self.stats.run_id) as rehosting,
+                ):
+                    self.rehoster = rehosting.rehoster if rehosting is not None else None
                     client = AssetsClient(session, self.api_key, self.config.client)
                     if self.config.preflight:
                         await preflight(client)  # a wrong URL or key stops here: nothing sent, nothing recorded
-                    await self._supervise(client, metrics)
+                    await self._supervise(client, rehosting, metrics)
             finally:
                 if metrics is not None:
                     metrics.close()
@@ -203,7 +215,7 @@ class _Run:
         finally:
             structlog.contextvars.unbind_contextvars("run_id")
 
-    async def _supervise(self, client: AssetsClient, metrics: Metrics | None) -> None:
+    async def _supervise(self, client: AssetsClient, rehosting: RehostStep | None, metrics: Metrics | None) -> None:
         """The core stages, plus the helpers that watch them (signals, progress, metrics, the total, deadlines)."""
         config = self.config
         async with anyio.create_task_group() as aux:
@@ -217,10 +229,10 @@ class _Run:
                 aux.start_soon(
                     partial(stop_after, self.control, config.max_duration, grace=config.grace_period, stats=self.stats)
                 )
-            await self._run_core(client)
+            await self._run_core(client, rehosting)
             aux.cancel_scope.cancel()
 
-    async def _run_core(self, client: AssetsClient) -> None:
+    async def _run_core(self, client: AssetsClient, rehosting: RehostStep | None) -> None:
         """producer → items stream (bounded) → N consumers → results stream → sink."""
         config = self.config
         concurrency = config.client.concurrency
@@ -258,6 +270,7 @@ class _Run:
             run_id=self.stats.run_id,
             rng=random.Random(config.seed),
             slots=concurrency,
+            rehosting=rehosting,
         )
         async with anyio.create_task_group() as core:
             core.start_soon(sink.run, results_recv)
@@ -293,8 +306,8 @@ class _Run:
             self.threshold.check(self.stats, self.control)
 
     def figures(self) -> dict[str, Any]:
-        """Progress figures: the stats' snapshot, the recent rate and ETA, and the limiter's state."""
-        return progress_figures(self.stats, self.limiter)
+        """Progress figures: the stats' snapshot, the recent rate and ETA, the limiter's state, bytes uploaded."""
+        return {**progress_figures(self.stats, self.limiter), **rehost_figures(self.rehoster)}
 
 
 def start_metrics(config: RunConfig, stats: RunStats, limiter: RateLimiter) -> Metrics | None:

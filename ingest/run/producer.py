@@ -112,6 +112,8 @@ class Producer:
             self.stats.skipped_failed += 1
         elif decision is Verdict.OTHER_SHARD:
             self.stats.rows -= 1  # another shard's row: not part of this run
+        elif isinstance(decision, WorkItem) and decision.rehost == "verify":
+            await send(items, decision)  # already ingested: a consumer checks its source is unchanged
         elif isinstance(decision, WorkItem):
             if self.limit is not None and self.stats.queued >= self.limit:
                 log.info("run.limit_reached", limit=self.limit)

@@ -28,6 +28,7 @@ from ingest.streams import receive, send
 from ingest.upload.client import AssetsClient, AttemptResult
 from ingest.upload.health import Health, ServiceHealth
 from ingest.upload.limiter import RateLimiter
+from ingest.upload.rehosting import RehostStep
 from ingest.upload.replays import ReplayWatch
 from ingest.upload.retry import Outcome, RetryPolicy, classify, decide
 
@@ -50,6 +51,7 @@ class AttemptCounters(Protocol):
     """What a consumer counts: requests in flight, and each attempt's status and latency."""
 
     in_flight: int
+    skipped_done: int
 
     def count_attempt(self, status: int | None, *, retry: bool, seconds: float) -> None: ...
 
@@ -71,8 +73,10 @@ class Consumer:
         rng: random.Random,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         slots: int = 1 << 30,
+        rehosting: RehostStep | None = None,
     ) -> None:
         self.client = client
+        self.rehosting = rehosting  # uploads media that is not on fal first (None: --rehost never)
         self.limiter = limiter  # every attempt passes it, retries too
         self.policy = policy
         self.brakes = brakes
@@ -102,7 +106,26 @@ class Consumer:
                     await send(results, result)
 
     async def upload(self, item: WorkItem) -> Result | None:
-        """Attempt ``item`` until it succeeds or the policy gives up; ``None`` leaves it pending.
+        """Rehost ``item`` if it needs it, then register it; ``None`` leaves it pending (or, for an item an earlier
+        run ingested, still done)."""
+        if not item.rehost:
+            return await self.register(item, item.body_bytes)
+        assert self.rehosting is not None, "an item to rehost in a run without a rehost step"
+        if item.rehost == "verify":
+            changed = await self.rehosting.verify(item)
+            if changed is None:
+                self.counters.skipped_done += 1
+            return changed
+        prepared = await self.rehosting.prepare(item, self.brakes.abort)
+        if prepared is None or isinstance(prepared, Result):
+            return prepared
+        if self.brakes.stopping:
+            return None  # uploaded and journaled: the next run registers the same url
+        rehost, body = prepared
+        return await self.register(item, body, rehost=rehost)
+
+    async def register(self, item: WorkItem, body: bytes, *, rehost: dict[str, Any] | None = None) -> Result | None:
+        """Attempt ``body`` under ``item``'s key until it succeeds or the policy gives up; ``None``: pending.
 
         ``attempt`` counts the requests sent (recorded); ``charged`` those that count toward the item's budget:
         not an attempt the service's outage spoiled, nor a 429 answered while the run-wide pause holds.
@@ -117,7 +140,7 @@ class Consumer:
                     return None
                 attempt += 1
                 sent, pause_mark = time.monotonic(), self.limiter.paused_until
-                answer = await self._attempt(item, sent, retry=attempt > 1)
+                answer = await self._attempt(item, body, sent, retry=attempt > 1)
             outcome = classify(answer.status, has_asset=answer.asset is not None)
             elapsed = time.monotonic() - started
             if outcome is Outcome.SUCCESS:
@@ -125,7 +148,7 @@ class Consumer:
                 observe(sent_at=sent, throttled=False, wait=None)
                 if self.replays is not None:
                     self.replays.note(answer)
-                return self._succeeded(item, answer, attempt, elapsed)
+                return self._succeeded(item, answer, attempt, elapsed, rehost)
             if outcome is Outcome.AUTH:
                 self._auth_rejected(item, answer)
                 return None
@@ -156,17 +179,17 @@ class Consumer:
             if paused:
                 self._log_paused(answer, decision.pause_all or 0.0)
             if not decision.retry:
-                return self._failed(item, answer, outcome, attempt, elapsed, decision.reason)
+                return self._failed(item, answer, outcome, attempt, elapsed, decision.reason, rehost)
             self._log_retry(item, answer, attempt, decision.delay)
             if not paused:
                 await self._sleep(decision.delay)
             if self.brakes.stopping:
                 return None
 
-    async def _attempt(self, item: WorkItem, sent: float, *, retry: bool) -> AttemptResult:
+    async def _attempt(self, item: WorkItem, body: bytes, sent: float, *, retry: bool) -> AttemptResult:
         self.counters.in_flight += 1
         try:
-            answer = await self.client.upload(item.body_bytes, item.key)
+            answer = await self.client.upload(body, item.key)
         finally:
             self.counters.in_flight -= 1
         self.counters.count_attempt(answer.status, retry=retry, seconds=time.monotonic() - sent)
@@ -192,7 +215,9 @@ class Consumer:
             delay=round(delay, 3),
         )
 
-    def _succeeded(self, item: WorkItem, answer: AttemptResult, attempt: int, elapsed: float) -> Result:
+    def _succeeded(
+        self, item: WorkItem, answer: AttemptResult, attempt: int, elapsed: float, rehost: dict[str, Any] | None
+    ) -> Result:
         self._item_log.debug(
             "upload.succeeded",
             manifest=item.manifest,
@@ -201,10 +226,17 @@ class Consumer:
             attempt=attempt,
             elapsed_ms=int(elapsed * 1000),
         )
-        return self._record(item, Status.SUCCEEDED, answer, attempt, elapsed, asset=answer.asset)
+        return self._record(item, Status.SUCCEEDED, answer, attempt, elapsed, asset=answer.asset, rehost=rehost)
 
     def _failed(
-        self, item: WorkItem, answer: AttemptResult, outcome: Outcome, attempt: int, elapsed: float, reason: str
+        self,
+        item: WorkItem,
+        answer: AttemptResult,
+        outcome: Outcome,
+        attempt: int,
+        elapsed: float,
+        reason: str,
+        rehost: dict[str, Any] | None = None,
     ) -> Result:
         info = answer.error
         retryable = outcome is not Outcome.PERMANENT
@@ -228,7 +260,7 @@ class Consumer:
             retryable=retryable,
             request_id=info.request_id if info else None,
         )
-        return self._record(item, Status.FAILED, answer, attempt, elapsed, error=error)
+        return self._record(item, Status.FAILED, answer, attempt, elapsed, error=error, rehost=rehost)
 
     def _record(
         self,
@@ -240,8 +272,9 @@ class Consumer:
         *,
         asset: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
+        rehost: dict[str, Any] | None = None,
     ) -> Result:
-        """The final record of an item that was sent."""
+        """The final record of an item that was sent (``item`` is the row's body: a rehosted item's source url)."""
         return Result(
             item.key,
             item.manifest,
@@ -256,6 +289,7 @@ class Consumer:
             elapsed_ms=int(elapsed * 1000),
             run_id=self.run_id,
             index=item.index,
+            rehost=rehost,
             row_fp=item.row_fp if status is Status.SUCCEEDED else 0,
         )
 

@@ -97,8 +97,10 @@ class FakeServerProcess:
 
 
 @contextlib.contextmanager
-def fake_server_process(profile: str | Path, log_dir: Path, *, startup_s: float = 15.0) -> Iterator[FakeServerProcess]:
-    """Start ``ingest fake-server --profile profile`` on a free port; yield once ``/_admin/stats`` answers."""
+def fake_server_process(
+    profile: str | Path, log_dir: Path, *, startup_s: float = 15.0, extra: Sequence[str] = ()
+) -> Iterator[FakeServerProcess]:
+    """Start ``ingest fake-server --profile profile *extra`` on a free port; yield once ``/_admin/stats`` answers."""
     port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     with (log_dir / f"fake-server-{port}.log").open("wb") as log:
@@ -114,6 +116,7 @@ def fake_server_process(profile: str | Path, log_dir: Path, *, startup_s: float 
                 str(profile),
                 "--key",
                 API_KEY,
+                *extra,
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,

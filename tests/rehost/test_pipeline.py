@@ -1,0 +1,140 @@
+"""``ingest run`` with rehosting, in process, against the fake (strict: it accepts only urls its storage issued)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from ingest.fakeserver import FakeServer, FakeServerConfig, FaultConfig, running_fake_server
+from ingest.fakeserver.faults import Faults
+from ingest.manifest.source import ManifestOptions
+from ingest.rehost import RehostConfig, RehostOptions
+from ingest.upload.retry import RetryPolicy
+from tests.helpers.pipeline import make_config, run
+from tests.helpers.rehost import environment, fetch_sha256, foreign_host, loopback_s3, write_file
+
+STRICT = FakeServerConfig(strict_urls=True)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def rehost_config(manifest: Path, results: Path, server: FakeServer, **rehost: Any) -> Any:
+    """A run of ``manifest`` with ``--rehost auto`` against ``server``."""
+    return make_config(
+        [manifest],
+        results,
+        server.url,
+        rehost_mode="auto",
+        rehost=RehostConfig(storage_url=server.storage_url, options=RehostOptions(**rehost)),
+        manifest_options=ManifestOptions(allow_sources=True),
+    )
+
+
+def records(results: Path) -> list[dict[str, Any]]:
+    """The item records of a results file (run records left out)."""
+    lines = [orjson.loads(line) for line in results.read_bytes().splitlines() if line.strip()]
+    return [r for r in lines if r.get("status") in ("succeeded", "failed", "invalid", "duplicate")]
+
+
+def write_jsonl(path: Path, urls: list[str]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps({"url": url, "type": "image"}) + b"\n" for url in urls))
+    return path
+
+
+@pytest.mark.anyio
+async def test_every_kind_of_source_lands_once_and_a_rerun_does_nothing(tmp_path: Path) -> None:
+    """Relative, absolute, file://, a foreign http host and s3:// rows are uploaded, registered with the storage's
+    url and bytes matching; a rerun uploads and registers nothing."""
+    shas = {n: write_file(tmp_path / "media" / f"{n}.png", 2000 + i, seed=i) for i, n in enumerate("abcd")}
+    s3_body = b"object bytes" * 500
+    with loopback_s3("lib", {"p/e.png": s3_body}) as env, environment(env):
+        async with running_fake_server(STRICT) as server, foreign_host(tmp_path / "media") as cdn:
+            urls = [
+                "media/a.png",
+                str(tmp_path / "media" / "b.png"),
+                (tmp_path / "media" / "c.png").as_uri(),
+                f"{cdn}/d.png",
+                "s3://lib/p/e.png",
+            ]
+            manifest = write_jsonl(tmp_path / "m.jsonl", urls)
+            results = tmp_path / "m.results.jsonl"
+            report = await run(rehost_config(manifest, results, server))
+            assert report.exit_code == 0, records(results)
+            expected = {**shas, "e": hashlib.sha256(s3_body).hexdigest()}
+            async with aiohttp.ClientSession() as session:
+                for record in records(results):
+                    assert record["status"] == "succeeded"
+                    rehost = record["rehost"]
+                    assert record["asset"]["url"] == rehost["url"]
+                    assert server.storage is not None and server.storage.issued(rehost["url"])
+                    name = Path(record["item"]["url"]).stem[-1]
+                    assert rehost["sha256"] == expected[name] == await fetch_sha256(session, rehost["url"])
+            assert server.ledger.created == 5 and server.ledger.stats()["foreign_urls_422"] == 0
+            assert server.storage is not None
+            uploads = server.storage.ledger.single_uploads
+            report = await run(rehost_config(manifest, results, server))
+            assert report.exit_code == 0 and report.stats.skipped_done == 5
+            assert server.ledger.requests == 5 and server.storage.ledger.single_uploads == uploads
+
+
+@pytest.mark.anyio
+async def test_uploaded_but_unregistered_is_registered_without_a_second_upload(tmp_path: Path) -> None:
+    """When registration fails after the upload, the rerun registers the journaled url and uploads nothing."""
+    write_file(tmp_path / "a.png", 3000)
+    manifest = write_jsonl(tmp_path / "m.jsonl", ["a.png"])
+    results = tmp_path / "m.results.jsonl"
+    failing = FakeServerConfig(strict_urls=True, faults=FaultConfig(p_5xx=1.0))
+    async with running_fake_server(failing) as server:
+        assert server.storage is not None and server.api is not None
+        config = replace(rehost_config(manifest, results, server), policy=RetryPolicy(max_attempts=2))
+        report = await run(config)
+        assert report.exit_code == 1 and server.storage.ledger.single_uploads == 1
+        assert records(results)[-1]["error"]["retryable"]
+        server.api.faults = Faults(FaultConfig())  # the outage is over
+        report = await run(rehost_config(manifest, results, server))
+        assert report.exit_code == 0 and server.storage.ledger.single_uploads == 1
+        last = records(results)[-1]
+        assert last["status"] == "succeeded" and server.storage.issued(last["asset"]["url"])
+
+
+@pytest.mark.anyio
+async def test_a_changed_source_is_reported(tmp_path: Path) -> None:
+    """A source rewritten after it was ingested is recorded changed_since_ingested, and nothing is sent."""
+    write_file(tmp_path / "a.png", 3000)
+    manifest = write_jsonl(tmp_path / "m.jsonl", ["a.png"])
+    results = tmp_path / "m.results.jsonl"
+    async with running_fake_server(STRICT) as server:
+        assert server.storage is not None
+        assert (await run(rehost_config(manifest, results, server))).exit_code == 0
+        write_file(tmp_path / "a.png", 3001, seed=4)
+        os.utime(tmp_path / "a.png", ns=(1, 1))
+        report = await run(rehost_config(manifest, results, server))
+        assert report.exit_code == 1
+        last = records(results)[-1]
+        assert last["status"] == "invalid" and last["error"]["type"] == "changed_since_ingested"
+        assert server.ledger.created == 1 and server.storage.ledger.single_uploads == 1
+
+
+@pytest.mark.anyio
+async def test_unreadable_sources_fail_with_their_kind(tmp_path: Path) -> None:
+    """A missing local file fails permanently as source_unreadable, naming its kind; the run goes on."""
+    write_file(tmp_path / "ok.png", 100)
+    manifest = write_jsonl(tmp_path / "m.jsonl", ["ok.png", "missing.png"])
+    results = tmp_path / "m.results.jsonl"
+    async with running_fake_server(STRICT) as server:
+        report = await run(rehost_config(manifest, results, server))
+    assert report.exit_code == 1
+    by_url = {r["item"]["url"]: r for r in records(results)}
+    assert by_url["ok.png"]["status"] == "succeeded"
+    error = by_url["missing.png"]["error"]
+    assert error["type"] == "source_unreadable" and error["source_kind"] == "local" and not error["retryable"]
