@@ -33,6 +33,9 @@ class Profile:
     fault_slow_s: float  # how late the flaky profile's 2% stalled answers come
     rerun_lines: int  # rows of the "rerun with nothing left" rows (JSONL and CSV)
     memory_run_s: float  # the memory rows' `run` stops taking items after this long (0: runs to the end)
+    rehost_files: int = 8  # local files of the rehost throughput row
+    rehost_file_mb: int = 64  # MiB each (single uploads: under the 100 MiB multipart threshold)
+    rehost_big_mb: int = 1024  # MiB of the one file of the rehost memory row (multipart)
     seed: int = 20260523
 
 
@@ -84,6 +87,9 @@ QUICK = Profile(
     fault_slow_s=35.0,
     rerun_lines=200_000,
     memory_run_s=10.0,
+    rehost_files=4,
+    rehost_file_mb=32,
+    rehost_big_mb=256,
 )
 
 SMOKE = Profile(
@@ -109,6 +115,9 @@ SMOKE = Profile(
     fault_slow_s=1.0,
     rerun_lines=1_000,
     memory_run_s=0.0,
+    rehost_files=2,
+    rehost_file_mb=2,
+    rehost_big_mb=12,
 )
 
 PROFILES = {profile.name: profile for profile in (FULL, QUICK, SMOKE)}

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from bench import faults, memory, rerun, sections, servers
+from bench import faults, memory, rehost, rerun, sections, servers
 from bench.profiles import FULL, PROFILES, Profile
 from bench.sections import Bench
 from bench.table import Row, render
@@ -36,6 +36,7 @@ SECTIONS: dict[str, Callable[[Bench], list[Row]]] = {
     "rate": sections.rate_limiter,
     "resume": sections.resume,
     "peers": sections.peers,
+    "rehost": rehost.rehost,  # issue 12: rehost MiB/s beside curl --upload-file, peak RSS of a 1 GiB rehost
 }
 
 DEFAULT_JSON = Path(__file__).with_name("out") / "latest.json"

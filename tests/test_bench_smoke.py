@@ -45,6 +45,8 @@ EXPECTED_ROWS = [
     "peers: ingest run --processes 2 (wall, start-up included) items/s",
     "peers: httpx AsyncClient loop items/s",
     "peers: bare aiohttp loop on uvloop items/s",
+    "rehost: MiB/s, local files",
+    "rehost: peak RSS MB, one big file",
 ]
 
 

@@ -83,7 +83,7 @@ def test_second_signal_cancels_at_once(tmp_path: Path) -> None:
     manifest = tmp_path / "media.csv"
     rows = [f"{media_url(i, 'twice')},image,item {i}" for i in range(50)]
     # Two invalid rows first: records the run writes at once, before any upload can finish.
-    lines = ["url,type,prompt", "javascript:alert(1),image,x", "file:///etc/passwd,image,y", *rows]
+    lines = ["url,type,prompt", "javascript:alert(1),image,x", "ftp://h.example/a.png,image,y", *rows]
     manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
     results = tmp_path / "results.jsonl"
     with fake_server_process(profile, tmp_path) as server:

@@ -1,0 +1,165 @@
+"""Rehost rows (issue 12): upload throughput beside ``curl --upload-file``, and peak memory of a 1 GiB rehost.
+
+Both sides upload the same local files to the same ``ingest fake-server`` (its storage API at the root) in the same
+run, alternating rounds. ingest runs ``ingest run manifest --rehost auto`` end to end (token, uploads, the
+``uploaded`` journal, registration, results file), start-up included; curl gets a token once (not timed) and then
+``curl --parallel --parallel-max U`` POSTs every file with ``--upload-file`` (one request each, no parts, no
+hashing, no record). ``U`` is ingest's ``--upload-concurrency``. Bytes/s = total file bytes ÷ wall time.
+
+The memory row rehosts one file of ``Profile.rehost_big_mb`` (1 GiB in the full profile: a multipart upload of
+10 MiB parts) with default settings; its peak RSS is the child's ``VmHWM``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench import clients
+from bench.measure import ChildRun, run_child
+from bench.sections import Bench, alternate
+from bench.servers import free_port
+from bench.table import Row, Stat
+
+MIB = 1 << 20
+UPLOAD_CONCURRENCY = 4  # ingest's default --upload-concurrency, and curl's --parallel-max
+MEMORY_GOAL_MB = 200.0
+
+
+@contextmanager
+def fake_storage(tmp: Path) -> Iterator[str]:
+    """``ingest fake-server`` in a child process; its root url (``/v1`` is the Assets API)."""
+    port = free_port()
+    log = (tmp / f"fake-storage-{port}.log").open("wb")
+    argv = [sys.executable, "-m", "ingest", "fake-server", "--port", str(port), "--key", clients.API_KEY]
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    root = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"{root}/_admin/stats", timeout=1).read()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"fake server exited {proc.returncode}") from None
+                time.sleep(0.05)
+        yield root
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def _write_files(directory: Path, count: int, size: int, *, prefix: str) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    block = os.urandom(MIB)
+    paths = []
+    for n in range(count):
+        path = directory / f"{prefix}{n:03d}.mp4"
+        if not path.exists() or path.stat().st_size != size:
+            with path.open("wb") as out:
+                for offset in range(0, size, MIB):
+                    out.write(block[: min(MIB, size - offset)])
+        paths.append(path)
+    return paths
+
+
+def _manifest(path: Path, files: list[Path]) -> Path:
+    path.write_text("".join(json.dumps({"url": str(f)}) + "\n" for f in files))
+    return path
+
+
+def _ingest(bench: Bench, manifest: Path, root: str, name: str, *, extra: tuple[str, ...] = ()) -> ChildRun:
+    results = bench.tmp / f"{name}.results.jsonl"
+    for stale in (results, results.with_name(results.name + ".rehost.jsonl")):
+        stale.unlink(missing_ok=True)
+    argv = [
+        sys.executable, "-m", "ingest", "run", str(manifest), "--results", str(results),
+        "--base-url", f"{root}/v1", "--storage-url", root, "--rate", "1000", "--log-format", "json",
+        "--progress", "off", "--upload-concurrency", str(UPLOAD_CONCURRENCY), *extra,
+    ]  # fmt: skip
+    return run_child(argv, out_dir=bench.tmp, name=name, timeout=1800, env=clients.child_env()).check()
+
+
+def _token(root: str) -> str:
+    request = urllib.request.Request(
+        f"{root}/storage/auth/token?storage_type=fal-cdn-v3",
+        data=b"{}",
+        headers={"Authorization": f"Key {clients.API_KEY}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer = json.loads(response.read())
+    return f"{answer['token_type']} {answer['token']}"
+
+
+def _curl(bench: Bench, files: list[Path], root: str, name: str) -> ChildRun:
+    auth = _token(root)
+    config = bench.tmp / f"{name}.curlrc"
+    lines: list[str] = []
+    for path in files:
+        if lines:
+            lines.append("next")  # the options below are this transfer's own
+        lines += [
+            f'url = "{root}/files/upload"',
+            f'upload-file = "{path}"',
+            'request = "POST"',
+            f'header = "Authorization: {auth}"',
+            'header = "Content-Type: video/mp4"',
+            f'header = "X-Fal-File-Name: {path.name}"',
+            'output = "/dev/null"',
+            "fail",
+            "silent",
+        ]
+    config.write_text("\n".join(lines) + "\n")
+    argv = [
+        "curl",
+        "--silent",
+        "--fail",
+        "--parallel",
+        "--parallel-max",
+        str(UPLOAD_CONCURRENCY),
+        "--config",
+        str(config),
+    ]
+    return run_child(argv, out_dir=bench.tmp, name=name, timeout=1800).check()
+
+
+def rehost(bench: Bench) -> list[Row]:
+    """Rows ``rehost: bytes/s`` (ingest beside curl) and ``rehost: peak RSS MB`` (one big file)."""
+    p = bench.profile
+    files = _write_files(bench.tmp / "rehost-media", p.rehost_files, p.rehost_file_mb * MIB, prefix="clip")
+    total = sum(f.stat().st_size for f in files)
+    ours, theirs = [], []
+    with fake_storage(bench.tmp) as root:
+        for round_index in range(p.rounds):
+            manifest = _manifest(bench.tmp / f"rehost-{round_index}.jsonl", files)
+            run, curl = alternate(
+                round_index,
+                lambda: _ingest(bench, manifest, root, f"rehost-ingest-{round_index}"),  # noqa: B023
+                lambda: _curl(bench, files, root, f"rehost-curl-{round_index}"),  # noqa: B023
+            )
+            ours.append(total / run.wall_s / MIB)
+            theirs.append(total / curl.wall_s / MIB)
+            bench.say(f"[rehost] round {round_index}: ingest {ours[-1]:.0f} MiB/s, curl {theirs[-1]:.0f} MiB/s")
+        big = _write_files(bench.tmp / "rehost-big", 1, p.rehost_big_mb * MIB, prefix="big")
+        memory_run = _ingest(bench, _manifest(bench.tmp / "rehost-big.jsonl", big), root, "rehost-big")
+        bench.say(f"[rehost] {p.rehost_big_mb} MiB file: peak RSS {memory_run.peak_rss_mb:.0f} MB")
+    ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+    setting = f"{p.rehost_files} × {p.rehost_file_mb} MiB, U={UPLOAD_CONCURRENCY}"
+    return [
+        Row("rehost", "MiB/s, local files", setting, ",.0f", Stat.of(ours), Stat.of(theirs), "curl --upload-file",
+            ratio=sorted(ratios)[len(ratios) // 2], ratio_of="ingest/curl", target="≥ 0.9× curl",
+            met=sorted(ratios)[len(ratios) // 2] >= 0.9),
+        Row("rehost", "peak RSS MB, one big file", f"{p.rehost_big_mb} MiB, defaults", ",.0f",
+            Stat.of([memory_run.peak_rss_mb]), target=f"< {MEMORY_GOAL_MB:g} MB at 1 GiB",
+            met=memory_run.peak_rss_mb < MEMORY_GOAL_MB if p.rehost_big_mb >= 1024 else None,
+            extra={"wall_s": memory_run.wall_s, "mib_per_s": p.rehost_big_mb / memory_run.wall_s}),
+    ]  # fmt: skip
