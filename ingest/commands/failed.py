@@ -10,6 +10,8 @@ What each line is (JSONL, one object per line, in the order the manifests were f
 - a failed item: its request body, every optional field written out (``"favorite": false`` …, so that a
   ``[manifest.defaults]`` setting cannot change the body), plus ``"idempotency_key"``: the item's original key.
   ``ingest run`` reads the key verbatim, so the rerun is the same item to the server and to the results file.
+- a failed rehost (``source_unreadable``, ``rehost_failed``): the same, its source a local path made absolute from
+  its manifest's folder (a rerun manifest written elsewhere still names the same file).
 - an invalid row: its fields as they were read, for the user to fix, plus its key if it had a valid one.
   Cells of a CSV manifest were text; ``favorite`` and ``tag_ids`` are written as JSON values when they read
   cleanly (``"yes"`` -> ``true``, ``"a;b"`` -> ``["a", "b"]``). A row recorded without its fields (a line
@@ -147,7 +149,20 @@ def manifest_row(record: dict[str, Any]) -> dict[str, Any] | None:
     key = record.get("key")
     if isinstance(key, str) and key:
         row["idempotency_key"] = key
+    if record.get("status") == "failed":
+        _anchor_source(row, where(record)[0])
     return row
+
+
+def _anchor_source(row: dict[str, Any], manifest: str) -> None:
+    """A relative local source path made absolute from its manifest's folder, so that the rerun manifest reads
+    the same file wherever it is written (the key is kept verbatim, so the item stays the same)."""
+    url = row.get("url")
+    if not isinstance(url, str) or not url or "://" in url or url.startswith(("/", "~")) or manifest == "<stdin>":
+        return
+    if ":" in url.split("/", 1)[0]:
+        return  # a scheme (javascript:…, data:…): an invalid row, written as it was
+    row["url"] = str((Path(manifest).resolve().parent / url).resolve())
 
 
 @dataclass(frozen=True, slots=True)

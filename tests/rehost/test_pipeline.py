@@ -138,3 +138,34 @@ async def test_unreadable_sources_fail_with_their_kind(tmp_path: Path) -> None:
     assert by_url["ok.png"]["status"] == "succeeded"
     error = by_url["missing.png"]["error"]
     assert error["type"] == "source_unreadable" and error["source_kind"] == "local" and not error["retryable"]
+
+
+@pytest.mark.anyio
+async def test_report_and_failed_cover_rehosts(tmp_path: Path) -> None:
+    """The report counts bytes uploaded and rehost failures by kind; ``ingest failed`` exports the failed rehost
+    with an absolute path, and that manifest, run from elsewhere once the file exists, lands it under its key."""
+    from ingest.commands.failed import write_failed_manifest
+    from ingest.commands.report import build_report, render_text
+
+    (tmp_path / "m").mkdir()
+    write_file(tmp_path / "m" / "ok.png", 4096)
+    manifest = write_jsonl(tmp_path / "m" / "m.jsonl", ["ok.png", "late.png"])
+    results = tmp_path / "m" / "m.results.jsonl"
+    async with running_fake_server(STRICT) as server:
+        assert (await run(rehost_config(manifest, results, server))).exit_code == 1
+        report = build_report([results])
+        assert report.rehost.bytes == 4096 and report.rehost.uploads == 1
+        assert dict(report.rehost.failed_by_kind) == {"local": 1}
+        assert "Rehost (media uploaded" in render_text(report)
+        rerun = tmp_path / "elsewhere" / "rerun.jsonl"
+        rerun.parent.mkdir()
+        summary = write_failed_manifest([results], rerun)
+        assert summary.written == 1
+        (row,) = [orjson.loads(line) for line in rerun.read_bytes().splitlines()]
+        assert row["url"] == str(tmp_path / "m" / "late.png") and row["idempotency_key"]
+        write_file(tmp_path / "m" / "late.png", 777)
+        config = replace(rehost_config(rerun, results, server), retry_failed=True)
+        assert (await run(config)).exit_code == 0
+        last = records(results)[-1]
+        assert last["status"] == "succeeded" and last["key"] == row["idempotency_key"]
+        assert last["rehost"]["size"] == 777

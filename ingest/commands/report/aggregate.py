@@ -20,7 +20,8 @@ The report (``build_report``) holds:
 - the most frequent error messages among current failures (type + field + message, with a count and example
   lines);
 - an attempts histogram, throughput per minute of ``finished_at`` and overall, and the runs seen;
-- latency percentiles (p50/p90/p99/max) of ``elapsed_ms`` for succeeded records.
+- latency percentiles (p50/p90/p99/max) of ``elapsed_ms`` for succeeded records;
+- rehosting (``report.rehost``): bytes uploaded, upload throughput, rehost failures by source kind.
 
 Memory. The files are streamed. The item view needs one entry per distinct key (one packed ``int``: about
 170 bytes a key with the key itself; the resume index of a run holds every key too); everything else is a
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.commands.report.histogram import LogHistogram
+from ingest.commands.report.rehost import RehostTally
 from ingest.commands.report.verdict import Verdict, build_verdict
 from ingest.results.rules import error_of, utc_stamp
 from ingest.results.scan import SENT, STATUSES, FileTally, ResultsScan, read_current, scan_results, where
@@ -111,6 +113,7 @@ class Report:
     last_ms: int | None = None  # latest finished_at of a sent record
     runs: list[RunSeen] = field(default_factory=list)  # in order of their first record
     verdict: Verdict | None = None  # how the last run ended and what is left (None: no run records)
+    rehost: RehostTally = field(default_factory=RehostTally)  # bytes uploaded, throughput, failures by kind
 
     def __repr__(self) -> str:
         return (
@@ -151,6 +154,7 @@ class _Collector:
             _count_capped(report.record_errors, error_of(record).get("type"))
         if status not in SENT:
             return
+        report.rehost.add_record(record, stamp)
         _count_capped(report.record_http, _http(record))
         attempts = record.get("attempts")
         if isinstance(attempts, int) and attempts >= 1:
@@ -201,6 +205,7 @@ def _collect_failures(report: Report, scan: ResultsScan) -> None:
         if record["status"] == "failed":
             _count_capped(report.item_http, _http(record))
             report.failed_retryable += bool(error.get("retryable"))
+            report.rehost.add_failure(record)
         key = (type_, _message(error))
         if key not in groups and len(groups) >= MAX_GROUPS:
             key = (type_, "(other messages)")

@@ -70,6 +70,7 @@ def render_json(report: Report) -> str:
             }
             for run in report.runs
         ],
+        "rehost": report.rehost.to_json(),
         "unreadable_lines": report.unreadable,
         "torn_tails": report.torn_tails,
     }
@@ -102,6 +103,7 @@ def render_text(report: Report, *, top: int = 5) -> str:
     out += _section("Attempts (sent records)", _attempt_rows(report))
     out += _latency_section(report)
     out += _throughput_section(report)
+    out += _rehost_section(report)
     out += _section("Runs", _run_rows(report))
     return "\n".join(out) + "\n"
 
@@ -244,6 +246,14 @@ def _covered_seconds(report: Report, start_ms: int, width_ms: int) -> float:
     first = max(start_ms, report.first_ms if report.first_ms is not None else start_ms)
     last = min(start_ms + width_ms, report.last_ms if report.last_ms is not None else start_ms + width_ms)
     return max(1.0, (last - first) / 1000)
+
+
+def _rehost_section(report: Report) -> list[str]:
+    rows = report.rehost.text_rows()
+    if not rows:
+        return []
+    return ["", "Rehost (media uploaded into fal storage before registration)", f"  {report.rehost.summary_line()}",
+            *_table(rows)]  # fmt: skip
 
 
 def _bucket_width(per_minute: dict[int, list[int]]) -> int:
