@@ -359,6 +359,7 @@ def test_render_json_is_valid_json_with_the_expected_numbers(tmp_path: Path) -> 
         "latency_ms",
         "throughput",
         "runs",
+        "rehost",
         "unreadable_lines",
         "torn_tails",
     ]
