@@ -133,10 +133,12 @@ class Admission:
 
     def _rehost(self, url: str) -> bool:
         """Whether ``url``'s media is uploaded into fal storage before it is registered."""
+        is_http = url[:8].lower().startswith(("http://", "https://"))
         if self.rehost_mode == "always":
             return True
         if self.rehost_mode == "auto":
-            return not url[:8].lower().startswith(("http://", "https://")) or not is_fal_host(url)
+            # --require-fal-host: another http host is an invalid row, not something to copy in
+            return not is_http or (not self.require_fal_host and not is_fal_host(url))
         return False
 
     def _invalid(self, row: ManifestRow) -> Result:
