@@ -127,9 +127,10 @@ class Admission:
             return duplicate
         if verdict is Verdict.CHANGED:
             return self._changed(row, key, body, sha)
-        return WorkItem(
-            row.manifest, row.line, key, body, body_bytes, sha, row.index, row_fp, rehost="upload" if rehost else ""
-        )
+        if rehost:
+            # No line fingerprint: a rerun must read the row to check that its source did not change since the upload
+            return WorkItem(row.manifest, row.line, key, body, body_bytes, sha, row.index, rehost="upload")
+        return WorkItem(row.manifest, row.line, key, body, body_bytes, sha, row.index, row_fp)
 
     def _rehost(self, url: str) -> bool:
         """Whether ``url``'s media is uploaded into fal storage before it is registered."""

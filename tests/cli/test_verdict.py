@@ -34,7 +34,9 @@ async def test_a_complete_run_records_its_start_and_end_and_the_report_says_comp
     tmp_path: Path, fake_server: FakeServer
 ) -> None:
     """A finished run writes ``run_started`` first and ``run_ended`` last; the report opens with its verdict."""
-    manifest = write_jsonl(tmp_path / "media.jsonl", [*media_rows(12), {"url": "nope", "type": "image"}])
+    manifest = write_jsonl(
+        tmp_path / "media.jsonl", [*media_rows(12), {"url": "ftp://media.example/a.png", "type": "image"}]
+    )
     results = tmp_path / "results.jsonl"
     done = await run_cli(*run_args(manifest, results, fake_server))
     assert done.returncode == 1, done.stderr  # the invalid row
