@@ -84,6 +84,7 @@ def _ingest(bench: Bench, manifest: Path, root: str, name: str, *, extra: tuple[
         sys.executable, "-m", "ingest", "run", str(manifest), "--results", str(results),
         "--base-url", f"{root}/v1", "--storage-url", root, "--rate", "1000", "--log-format", "json",
         "--progress", "off", "--upload-concurrency", str(UPLOAD_CONCURRENCY), *extra,
+        "--key-namespace", name,  # every run its own keys: the one fake remembers the keys of earlier rounds
     ]  # fmt: skip
     return run_child(argv, out_dir=bench.tmp, name=name, timeout=1800, env=clients.child_env()).check()
 
