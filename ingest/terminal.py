@@ -22,3 +22,11 @@ def _escape(match: re.Match[str]) -> str:
 def for_terminal(text: str) -> str:
     """``text`` with every character that could drive a terminal made visible (see the module docstring)."""
     return _UNSAFE.sub(_escape, text) if _UNSAFE.search(text) else text
+
+
+def human_size(value: float) -> str:
+    """A byte count as a person reads it: ``1.5 GiB``, ``320.0 KiB``, ``12 B`` (powers of 1024)."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= scale:
+            return f"{value / scale:,.1f} {unit}"
+    return f"{value:,.0f} B"

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 from rich.text import Text
 
 from ingest.run.stats import RunStats
+from ingest.terminal import human_size
 from ingest.upload.limiter import RateLimiter
 
 log = structlog.get_logger("ingest.run.progress")
@@ -44,6 +45,19 @@ def describe(figures: dict[str, Any]) -> str:
         f"{figures['duplicate']} duplicate · {figures['skipped']} skipped\n"
         f"  {figures['rate']:.1f} items/s · limit {figures['effective_rate']:.1f}/s · ETA {_eta(figures['eta_s'])} · "
         f"paused by server {figures['paused_s']:.0f}s · {figures['requests']} requests, {figures['retries']} retries"
+        f"{_rehost_line(figures)}"
+    )
+
+
+def _rehost_line(figures: dict[str, Any]) -> str:
+    """The rehost stage's line (bytes uploaded and their average rate), or nothing in a run without one."""
+    if "bytes_uploaded" not in figures:
+        return ""
+    sent, elapsed = figures["bytes_uploaded"], figures["elapsed_s"]
+    rate = f"{human_size(sent / elapsed)}/s" if elapsed > 0 else "-"
+    return (
+        f"\n  rehost: {figures['rehosted']} uploaded, {figures['rehost_reused']} reused · "
+        f"{human_size(sent)} sent · {rate} average"
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.results.rules import error_of
+from ingest.terminal import human_size
 
 UPLOADED = ("single", "multipart")
 
@@ -92,20 +93,13 @@ class RehostTally:
 
     def summary_line(self) -> str:
         """``12 uploads, 1.2 GiB; 45.0 MiB/s overall, 20.1 MiB/s per upload``."""
-        line = f"{self.uploads:,} uploads, {_size(self.bytes)}"
+        line = f"{self.uploads:,} uploads, {human_size(self.bytes)}"
         rates = []
         if self.bytes_per_s is not None:
-            rates.append(f"{_size(self.bytes_per_s)}/s overall")
+            rates.append(f"{human_size(self.bytes_per_s)}/s overall")
         if self.per_upload_bytes_per_s is not None:
-            rates.append(f"{_size(self.per_upload_bytes_per_s)}/s per upload")
+            rates.append(f"{human_size(self.per_upload_bytes_per_s)}/s per upload")
         return line + (f"; {', '.join(rates)}" if rates else "")
-
-
-def _size(value: float) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if value >= scale:
-            return f"{value / scale:,.1f} {unit}"
-    return f"{value:,.0f} B"
 
 
 def _rounded(value: float | None) -> float | None:

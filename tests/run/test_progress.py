@@ -1,0 +1,44 @@
+"""The live progress line: items always, the rehost stage's bytes and their rate when a run rehosts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ingest.run.progress import describe
+from ingest.terminal import human_size
+
+FIGURES: dict[str, Any] = {
+    "total": 10,
+    "done": 4,
+    "succeeded": 4,
+    "failed": 0,
+    "invalid": 0,
+    "duplicate": 0,
+    "skipped": 0,
+    "rate": 2.0,
+    "effective_rate": 10.0,
+    "eta_s": 3,
+    "paused_s": 0.0,
+    "requests": 4,
+    "retries": 0,
+    "elapsed_s": 2.0,
+}
+
+
+def test_a_run_without_rehost_shows_no_bytes() -> None:
+    """Without the rehost stage's figures the line says nothing of bytes."""
+    line = describe(FIGURES)
+    assert "4 of 10" in line and "rehost" not in line and "iB" not in line
+
+
+def test_a_rehosting_run_shows_bytes_sent_and_their_average_rate() -> None:
+    """Bytes uploaded so far and bytes/s over the run's elapsed time are shown beside the items."""
+    figures = {**FIGURES, "bytes_uploaded": 3 << 30, "rehosted": 3, "rehost_reused": 1}
+    rehost = describe(figures).splitlines()[-1]
+    assert rehost == "  rehost: 3 uploaded, 1 reused · 3.0 GiB sent · 1.5 GiB/s average"
+    assert "- average" in describe({**figures, "elapsed_s": 0.0})
+
+
+def test_sizes_read_in_powers_of_1024() -> None:
+    """human_size picks the largest unit the value reaches."""
+    assert [human_size(v) for v in (12, 2048, 5 << 20, 1536 << 20)] == ["12 B", "2.0 KiB", "5.0 MiB", "1.5 GiB"]
