@@ -29,6 +29,7 @@ from ingest.rehost.client import StorageClient
 from ingest.rehost.journal import PendingMultipart, RehostJournal
 from ingest.rehost.sources import Fingerprint, Source, SourceError
 from ingest.rehost.storage import UnknownUpload
+from ingest.rehost.tally import Transfer
 
 log = structlog.get_logger("ingest.rehost.multipart")
 
@@ -79,10 +80,12 @@ class MultipartUpload:
         buffers: PartBuffers,
         workers: int,
         max_age: float,
+        transfer: Transfer,
     ) -> None:
         self.client, self.source, self.key = client, source, key
         self.fingerprint, self.content_type = fingerprint, content_type
         self.journal, self.buffers, self.workers, self.max_age = journal, buffers, workers, max_age
+        self.transfer = transfer  # the run's progress by bytes, which this upload moves
         self._held = 0  # buffers this upload holds now (given back whatever happens)
         self._error: BaseException | None = None  # the first part worker's failure
 
@@ -137,6 +140,7 @@ class MultipartUpload:
                 size, count = size + len(data), number
                 if number in pending.etags:
                     resumed += 1
+                    self.transfer.done(len(data))
                     self._give_back()
                     continue
                 await send.send((number, data))
@@ -178,6 +182,7 @@ class MultipartUpload:
                         pending.access_url, pending.upload_id, number, data, self.content_type
                     )
                     await self.journal.record_part(self.key, pending, number, etag)
+                    self.transfer.sent(len(data))
                 except Exception as exc:  # the first failure ends the upload; the caller sees it
                     if self._error is None:
                         self._error = exc

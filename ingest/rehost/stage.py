@@ -28,9 +28,10 @@ from ingest.rehost.bandwidth import Bandwidth
 from ingest.rehost.client import StorageClient
 from ingest.rehost.content_types import content_type_for
 from ingest.rehost.journal import RehostJournal
-from ingest.rehost.multipart import MULTIPART_THRESHOLD, PART_SIZE, MultipartUpload, PartBuffers
+from ingest.rehost.multipart import MULTIPART_THRESHOLD, MultipartUpload, PartBuffers
 from ingest.rehost.sources import Fingerprint, Source, SourceError, Sources
 from ingest.rehost.storage import DEFAULT_STORAGE_URL, Requests, StorageRetry, TokenCache
+from ingest.rehost.tally import Tally, Transfer
 
 log = structlog.get_logger("ingest.rehost.stage")
 
@@ -92,7 +93,7 @@ class Rehoster:
     ) -> None:
         self.client, self.sources, self.journal = client, sources, journal
         self.buffers, self.options = buffers, options
-        self.bytes_uploaded = 0  # bytes of sources uploaded by this run (resumed parts excluded)
+        self.tally = Tally()  # bytes looked at, left and sent, live (progress by bytes)
         self.uploads = 0  # sources uploaded by this run
         self.reused = 0  # sources whose earlier upload was reused
 
@@ -104,6 +105,13 @@ class Rehoster:
     async def rehost(self, key: str, url: str, manifest_dir: Path) -> dict[str, Any]:
         """The ``rehost`` object of ``url`` (see the module docstring); ``SourceError``, ``StorageError`` or
         ``SourceChanged`` when it cannot be had."""
+        transfer = self.tally.start()
+        try:
+            return await self._rehost(key, url, manifest_dir, transfer)
+        finally:
+            transfer.close()
+
+    async def _rehost(self, key: str, url: str, manifest_dir: Path, transfer: Transfer) -> dict[str, Any]:
         source, fingerprint = await self.fingerprint(url, manifest_dir)
         prior = self.journal.uploaded.get(key)
         if prior is not None:
@@ -113,7 +121,8 @@ class Rehoster:
             return prior
         started = time.monotonic()
         content_type = content_type_for(source.file_name)
-        fal_url, sha256, size, how = await self._upload(key, source, fingerprint, content_type)
+        transfer.expect(fingerprint.size)
+        fal_url, sha256, size, how = await self._upload(key, source, fingerprint, content_type, transfer)
         rehost = {
             "source": url,
             "kind": source.kind,
@@ -130,7 +139,7 @@ class Rehoster:
         return rehost
 
     async def _upload(
-        self, key: str, source: Source, fingerprint: Fingerprint, content_type: str
+        self, key: str, source: Source, fingerprint: Fingerprint, content_type: str, transfer: Transfer
     ) -> tuple[str, str, int, str]:
         """(fal url, sha256, size, how): how is "single", "multipart" or "deduplicated"."""
         if self.options.dedupe_content and source.kind == "local":
@@ -150,35 +159,36 @@ class Rehoster:
                 buffers=self.buffers,
                 workers=self.options.part_workers,
                 max_age=self.options.max_journal_age,
+                transfer=transfer,
             )
             result = await upload.run()
             self.uploads += 1
-            self.bytes_uploaded += max(0, result.size - result.resumed_parts * PART_SIZE)
             return result.url, result.sha256, result.size, "multipart"
-        return await self._single(source, size_known, content_type)
+        return await self._single(source, size_known, content_type, transfer)
 
-    async def _single(self, source: Source, size: int, content_type: str) -> tuple[str, str, int, str]:
+    async def _single(
+        self, source: Source, size: int, content_type: str, transfer: Transfer
+    ) -> tuple[str, str, int, str]:
         hashers: list[_Hashing] = []
 
         def body() -> AsyncGenerator[bytes]:
-            hashing = _Hashing(source, size)
+            hashing = _Hashing(source, size, transfer)
             hashers.append(hashing)
             return hashing.read()
 
         fal_url = await self.client.upload(body, size=size, file_name=source.file_name, content_type=content_type)
         self.uploads += 1
-        self.bytes_uploaded += size
         return fal_url, hashers[-1].digest.hexdigest(), size, "single"
 
     def __repr__(self) -> str:
-        return f"Rehoster(uploads={self.uploads}, reused={self.reused}, bytes={self.bytes_uploaded}, {self.journal!r})"
+        return f"Rehoster(uploads={self.uploads}, reused={self.reused}, {self.tally!r}, {self.journal!r})"
 
 
 class _Hashing:
     """One attempt's read of a source, hashed as it goes out; a size other than the fingerprint's is an error."""
 
-    def __init__(self, source: Source, size: int) -> None:
-        self.source, self.size = source, size
+    def __init__(self, source: Source, size: int, transfer: Transfer) -> None:
+        self.source, self.size, self.transfer = source, size, transfer
         self.digest = hashlib.sha256()  # of the bytes read so far
 
     async def read(self) -> AsyncGenerator[bytes]:
@@ -189,6 +199,7 @@ class _Hashing:
                 if seen > self.size:
                     raise SourceError(f"{self.source.location} grew while being read", retryable=True)
                 self.digest.update(chunk)
+                self.transfer.sent(len(chunk))
                 yield chunk
         if seen != self.size:
             raise SourceError(f"{self.source.location} shrank while being read", retryable=True)

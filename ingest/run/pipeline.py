@@ -44,7 +44,7 @@ from ingest.run.control import FailureThreshold, RunControl, stop_after, watch_s
 from ingest.run.metrics import Metrics, export_metrics
 from ingest.run.producer import Producer, count_total
 from ingest.run.progress import progress_figures, report_progress
-from ingest.run.rehosting import rehost_figures, rehost_stage
+from ingest.run.rehosting import RehostFigures, rehost_stage
 from ingest.run.resume import check_belonging, load_resume
 from ingest.run.runrecord import Ending, RunRecorder, ending_of, log_summary
 from ingest.run.stats import RunStats
@@ -178,6 +178,7 @@ class _Run:
         self.admission = config.rules.admission(index, run_id=self.stats.run_id)
         self.admission.rehost_mode = config.rehost_mode  # what is rehosted, and which done rows are verified
         self.rehoster: Rehoster | None = None  # the run's rehost stage, once the session is open
+        self.rehost_figures = RehostFigures()
 
     def __repr__(self) -> str:
         return f"_Run(stats={self.stats!r}, limiter={self.limiter!r}, control={self.control!r})"
@@ -307,7 +308,7 @@ class _Run:
 
     def figures(self) -> dict[str, Any]:
         """Progress figures: the stats' snapshot, the recent rate and ETA, the limiter's state, bytes uploaded."""
-        return {**progress_figures(self.stats, self.limiter), **rehost_figures(self.rehoster)}
+        return {**progress_figures(self.stats, self.limiter), **self.rehost_figures(self.rehoster, self.stats)}
 
 
 def start_metrics(config: RunConfig, stats: RunStats, limiter: RateLimiter) -> Metrics | None:

@@ -119,6 +119,7 @@ class Producer:
                 log.info("run.limit_reached", limit=self.limit)
                 return False
             self.stats.queued += 1
+            self.stats.to_rehost += decision.rehost == "upload"
             await send(items, decision)
         return True
 

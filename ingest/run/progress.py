@@ -1,7 +1,8 @@
 """Progress that fits where the run happens.
 
 - On a terminal (``progress = "bar"``): a live ``rich`` display with done/total, succeeded, failed, invalid,
-  skipped, the current rate, the limiter's effective rate, ETA, and the time the server kept us paused.
+  skipped, the current rate, the limiter's effective rate, ETA, and the time the server kept us paused; a run that
+  rehosts adds a line of bytes: sent, their rate, the bytes left and the ETA by bytes.
 - Elsewhere (``"log"``: CI, cron, Kubernetes): a ``run.progress`` event every ``progress_interval`` seconds with
   the same figures.
 - Reading stdin gives no total and so no ETA; the display and events say ``total: null`` / "total unknown".
@@ -50,14 +51,16 @@ def describe(figures: dict[str, Any]) -> str:
 
 
 def _rehost_line(figures: dict[str, Any]) -> str:
-    """The rehost stage's line (bytes uploaded and their average rate), or nothing in a run without one."""
-    if "bytes_uploaded" not in figures:
+    """The rehost stage's line (bytes sent, their recent rate, the bytes left and the ETA they give), or nothing in
+    a run without one. Bytes left are "~" while they are an estimate (sources not looked at yet)."""
+    if "bytes_sent" not in figures:
         return ""
-    sent, elapsed = figures["bytes_uploaded"], figures["elapsed_s"]
-    rate = f"{human_size(sent / elapsed)}/s" if elapsed > 0 else "-"
+    left = figures["bytes_left"]
+    ahead = "" if left is None else f" · {'' if figures['bytes_left_exact'] else '~'}{human_size(left)} left"
     return (
         f"\n  rehost: {figures['rehosted']} uploaded, {figures['rehost_reused']} reused · "
-        f"{human_size(sent)} sent · {rate} average"
+        f"{human_size(figures['bytes_sent'])} sent · {human_size(figures['bytes_per_s'])}/s{ahead} · "
+        f"ETA {_eta(figures['eta_bytes_s'])} by bytes"
     )
 
 

@@ -13,6 +13,7 @@ import aiohttp
 from ingest.credentials import ApiKey
 from ingest.manifest.source import ManifestSource
 from ingest.rehost import Rehoster, RehostJournal, StorageRetry, create_rehoster, journal_path
+from ingest.run.stats import RecentRate, RunStats
 from ingest.upload.rehosting import RehostStep
 
 if TYPE_CHECKING:
@@ -46,11 +47,43 @@ async def rehost_stage(
         journal.close()
 
 
-def rehost_figures(rehoster: Rehoster | None) -> dict[str, Any]:
-    """The progress figures of the rehost stage (none without one)."""
-    if rehoster is None:
-        return {}
-    return {"bytes_uploaded": rehoster.bytes_uploaded, "rehosted": rehoster.uploads, "rehost_reused": rehoster.reused}
+class RehostFigures:
+    """The progress figures of the rehost stage (none without one): bytes sent and their recent rate, and the bytes
+    ahead with the ETA they give.
+
+    The bytes ahead are those of the sources looked at and not yet acknowledged, plus, for the items not yet looked
+    at (queued, or in rows not read yet), the mean size of a source looked at so far: an estimate until the manifest
+    has been read and every source looked at (``bytes_left_exact``).
+    """
+
+    def __init__(self) -> None:
+        self._rate = RecentRate()  # of bytes sent
+
+    def __call__(self, rehoster: Rehoster | None, stats: RunStats) -> dict[str, Any]:
+        if rehoster is None:
+            return {}
+        tally = rehoster.tally
+        rate = self._rate(tally.bytes_sent)
+        unseen = _items_not_looked_at(stats, tally.sources)
+        mean = tally.mean_size()
+        left = None if mean is None else round(tally.bytes_left + unseen * mean)
+        return {
+            "rehosted": rehoster.uploads,
+            "rehost_reused": rehoster.reused,
+            "bytes_sent": tally.bytes_sent,
+            "bytes_per_s": round(rate),
+            "bytes_left": left,
+            "bytes_left_exact": unseen == 0,
+            "eta_bytes_s": round(left / rate) if left is not None and rate > 0 else None,
+        }
+
+
+def _items_not_looked_at(stats: RunStats, looked_at: int) -> float:
+    """Items still to reach the rehost stage: queued ones, and the expected share of the rows not read yet."""
+    queued = max(0, stats.to_rehost - looked_at)
+    if stats.total is None or stats.rows == 0:
+        return queued
+    return queued + max(0, stats.total - stats.rows) * stats.to_rehost / stats.rows
 
 
 def manifest_dir(source: ManifestSource) -> Path:

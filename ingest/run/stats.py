@@ -20,6 +20,22 @@ RECENT_WINDOW = 10.0  # seconds over which the "current" rate is measured
 
 
 @dataclass(slots=True)
+class RecentRate:
+    """A growing counter's rate over the last ``window`` seconds, sampled at each call (call it periodically)."""
+
+    window: float = RECENT_WINDOW
+    _samples: deque[tuple[float, int]] = field(default_factory=deque)  # (time, value)
+
+    def __call__(self, value: int) -> float:
+        now, samples = time.monotonic(), self._samples
+        samples.append((now, value))
+        while len(samples) > 2 and now - samples[1][0] >= self.window:
+            samples.popleft()
+        then, before = samples[0]
+        return (value - before) / (now - then) if now > then else 0.0
+
+
+@dataclass(slots=True)
 class RunStats:
     """Counters for one run; see the module docstring."""
 
@@ -27,6 +43,7 @@ class RunStats:
     total: int | None = None  # rows expected, from a pre-count of file manifests (None: unknown, e.g. stdin)
     rows: int = 0  # manifest rows read (valid or not)
     queued: int = 0  # items handed to consumers
+    to_rehost: int = 0  # of those, items whose media is uploaded into fal storage first
     skipped_done: int = 0  # already succeeded in an earlier run
     skipped_failed: int = 0  # failed permanently earlier, not retried without --retry-failed
     by_status: Counter[str] = field(default_factory=Counter)  # final outcomes recorded this run
@@ -38,7 +55,7 @@ class RunStats:
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))  # per bucket
     latency_sum: float = 0.0  # seconds, all attempts
     started: float = field(default_factory=time.monotonic)
-    _recent: deque[tuple[float, int]] = field(default_factory=deque)  # (time, finished) samples for the rate
+    _recent: RecentRate = field(default_factory=RecentRate)  # of items finished
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{status}={self.by_status.get(status, 0)}" for status in Status)
@@ -75,13 +92,7 @@ class RunStats:
 
     def current_rate(self) -> float:
         """Items finished per second over the last ``RECENT_WINDOW`` seconds (call it periodically)."""
-        now, finished = time.monotonic(), self.finished
-        recent = self._recent
-        recent.append((now, finished))
-        while len(recent) > 2 and now - recent[1][0] >= RECENT_WINDOW:
-            recent.popleft()
-        then, before = recent[0]
-        return (finished - before) / (now - then) if now > then else 0.0
+        return self._recent(self.finished)
 
     def snapshot(self) -> dict[str, Any]:
         """The figures for progress and summary events."""
