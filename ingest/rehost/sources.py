@@ -30,7 +30,9 @@ CHUNK = 1 << 20  # bytes per read
 
 
 class SourceError(Exception):
-    """The source cannot be read: missing, forbidden, or its server failed; ``retryable`` says whether to try again."""
+    """The source cannot be read: missing, forbidden, or its server failed; ``retryable`` says whether a rerun tries
+    again. Missing and forbidden sources are retryable: the usual fix is to put the file in place or grant access,
+    and the row is then unchanged, so a plain rerun should take it (it costs a stat, or a HEAD, per rerun)."""
 
     def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message)
@@ -127,16 +129,16 @@ class LocalSource:
         try:
             st = await anyio.to_thread.run_sync(os.stat, self.path)
         except FileNotFoundError:
-            raise SourceError(f"no such file: {self.path}", retryable=False) from None
+            raise SourceError(f"no such file: {self.path}", retryable=True) from None
         except OSError as exc:
-            raise SourceError(f"cannot read {self.path}: {exc.strerror}", retryable=False) from None
+            raise SourceError(f"cannot read {self.path}: {exc.strerror}", retryable=True) from None
         return Fingerprint(st.st_size, f"mtime_ns={st.st_mtime_ns}")
 
     async def read(self, offset: int = 0) -> AsyncGenerator[bytes]:
         try:
             file = await anyio.to_thread.run_sync(open, self.path, "rb")
         except OSError as exc:
-            raise SourceError(f"cannot read {self.path}: {exc.strerror}", retryable=False) from None
+            raise SourceError(f"cannot read {self.path}: {exc.strerror}", retryable=True) from None
         try:  # closed synchronously, so that a generator dropped unfinished still closes its file
             file.seek(offset)
             while chunk := await anyio.to_thread.run_sync(file.read, CHUNK):
@@ -187,7 +189,8 @@ class HttpSource:
 def _check_status(status: int, url: str) -> None:
     if status in (200, 206):
         return
-    raise SourceError(f"{url}: HTTP {status}", retryable=status >= 500 or status in (408, 429))
+    # Missing or forbidden may be fixed by putting the file there or granting access: a rerun tries again.
+    raise SourceError(f"{url}: HTTP {status}", retryable=status >= 500 or status in (401, 403, 404, 408, 429))
 
 
 class ObjectSource:
@@ -206,7 +209,7 @@ class ObjectSource:
         try:
             meta = await obstore.head_async(self._store, self._path)
         except FileNotFoundError:
-            raise SourceError(f"no such object: {self.location}", retryable=False) from None
+            raise SourceError(f"no such object: {self.location}", retryable=True) from None
         except Exception as exc:  # obstore raises its own tree (GenericError, PermissionDeniedError, …)
             raise SourceError(f"{self.location}: {type(exc).__name__}: {exc}", retryable=_retryable(exc)) from None
         version = meta.get("version") or meta.get("e_tag")
@@ -222,7 +225,7 @@ class ObjectSource:
             async for chunk in result.stream(min_chunk_size=CHUNK):
                 yield bytes(chunk)
         except FileNotFoundError:
-            raise SourceError(f"no such object: {self.location}", retryable=False) from None
+            raise SourceError(f"no such object: {self.location}", retryable=True) from None
         except Exception as exc:  # see stat()
             raise SourceError(f"{self.location}: {type(exc).__name__}: {exc}", retryable=_retryable(exc)) from None
 

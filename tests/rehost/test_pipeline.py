@@ -126,18 +126,26 @@ async def test_a_changed_source_is_reported(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_unreadable_sources_fail_with_their_kind(tmp_path: Path) -> None:
-    """A missing local file fails permanently as source_unreadable, naming its kind; the run goes on."""
+async def test_a_missing_file_fails_retryably_and_a_plain_rerun_takes_it_once_it_is_there(tmp_path: Path) -> None:
+    """A missing local file is failed as source_unreadable (retryable, naming its kind) while the run goes on; once
+    the file is put in place, a rerun without --retry-failed uploads and registers it and sends nothing else."""
     write_file(tmp_path / "ok.png", 100)
-    manifest = write_jsonl(tmp_path / "m.jsonl", ["ok.png", "missing.png"])
+    manifest = write_jsonl(tmp_path / "m.jsonl", ["ok.png", "late.png"])
     results = tmp_path / "m.results.jsonl"
     async with running_fake_server(STRICT) as server:
         report = await run(rehost_config(manifest, results, server))
-    assert report.exit_code == 1
-    by_url = {r["item"]["url"]: r for r in records(results)}
-    assert by_url["ok.png"]["status"] == "succeeded"
-    error = by_url["missing.png"]["error"]
-    assert error["type"] == "source_unreadable" and error["source_kind"] == "local" and not error["retryable"]
+        assert report.exit_code == 1
+        by_url = {r["item"]["url"]: r for r in records(results)}
+        assert by_url["ok.png"]["status"] == "succeeded"
+        error = by_url["late.png"]["error"]
+        assert error["type"] == "source_unreadable" and error["source_kind"] == "local" and error["retryable"]
+        assert "late.png" in error["message"]
+        write_file(tmp_path / "late.png", 200, seed=5)
+        rerun = await run(rehost_config(manifest, results, server))
+        assert rerun.exit_code == 0
+        assert server.ledger.created == 2 and server.storage is not None and server.storage.ledger.single_uploads == 2
+    final = {r["item"]["url"]: r for r in records(results)}
+    assert final["late.png"]["status"] == "succeeded"
 
 
 @pytest.mark.anyio
