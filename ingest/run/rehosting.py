@@ -48,8 +48,8 @@ async def rehost_stage(
 
 
 class RehostFigures:
-    """The progress figures of the rehost stage (none without one): bytes sent and their recent rate, and the bytes
-    ahead with the ETA they give.
+    """The progress figures of the rehost stage (none without one, or before an item to rehost): bytes sent and
+    their recent rate, and the bytes ahead with the ETA they give.
 
     The bytes ahead are those of the sources looked at and not yet acknowledged, plus, for the items not yet looked
     at (queued, or in rows not read yet), the mean size of a source looked at so far: an estimate until the manifest
@@ -60,8 +60,8 @@ class RehostFigures:
         self._rate = RecentRate()  # of bytes sent
 
     def __call__(self, rehoster: Rehoster | None, stats: RunStats) -> dict[str, Any]:
-        if rehoster is None:
-            return {}
+        if rehoster is None or (stats.to_rehost == 0 and rehoster.tally.sources == 0):
+            return {}  # no rehost stage, or (``--rehost auto``) nothing in the manifest so far to rehost
         tally = rehoster.tally
         rate = self._rate(tally.bytes_sent)
         unseen = _items_not_looked_at(stats, tally.sources)

@@ -83,10 +83,12 @@ async def test_reused_and_unreadable_sources_leave_nothing_ahead(tmp_path: Path)
 
 @pytest.mark.anyio
 async def test_the_figures_estimate_the_sources_not_looked_at_yet(tmp_path: Path) -> None:
-    """Bytes left add, for each item not looked at yet, the mean size so far, and say so until none is left."""
+    """Bytes left add, for each item not looked at yet, the mean size so far, and say so until none is left; a run
+    with nothing to rehost has no bytes figures."""
     write_file(tmp_path / "a.bin", MiB)
     async with running_fake_server() as server, rehoster_for(server, tmp_path / "j.jsonl") as (rehoster, _):
         figures = RehostFigures()
+        assert figures(rehoster, RunStats(total=8, rows=4, queued=4)) == {}  # only fal urls so far: no bytes line
         stats = RunStats(total=8, rows=4, queued=3, to_rehost=2)  # half the rows read rehost: 2 queued, 2 to come
         assert figures(rehoster, stats)["bytes_left"] is None  # nothing looked at: no size to go by
         await rehoster.rehost("k", "a.bin", tmp_path)
