@@ -51,8 +51,8 @@ def check_absolute_http_url(value: str) -> str:
         if " " in value.strip() and not any((ch.isspace() and ch != " ") or ord(ch) < 0x20 for ch in value.strip()):
             raise ValueError(_not_uri_message(value, value.index(" ", len(value) - len(value.lstrip()))))
         raise ValueError("URL must not contain whitespace or control characters")
-    if (problem := _NOT_URI.search(value)) is not None:
-        raise ValueError(_not_uri_message(value, problem.start()))
+    if (at := _not_uri_at(value)) is not None:
+        raise ValueError(_not_uri_message(value, at))
     try:
         parts = urlsplit(value)
         _ = parts.port  # raises ValueError on a malformed port
@@ -68,7 +68,22 @@ def check_absolute_http_url(value: str) -> str:
 
 # What RFC 3986 lets a URI hold: unreserved, reserved and "%" (checked as an escape below). Anything else — non-ASCII
 # (an IRI: see ingest.manifest.uri), a space, <>"{}|\\^` — no URI may hold.
-_NOT_URI = re.compile(r"[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]|%(?![0-9A-Fa-f]{2})|(?<=#)[^#]*#")
+_NOT_URI_CHAR = re.compile(r"[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _not_uri_at(url: str) -> int | None:
+    """Where ``url`` stops being a URI: the first character no URI holds, malformed escape, or the character after
+    the first ``#`` when a second one follows; ``None`` for a URI. (Three cheap scans: one regex with the three
+    alternatives cost 3× as much on every row.)"""
+    found = []
+    if (bad := _NOT_URI_CHAR.search(url)) is not None:
+        found.append(bad.start())
+    if "%" in url and (bad := _BAD_ESCAPE.search(url)) is not None:
+        found.append(bad.start())
+    if url.count("#") > 1:
+        found.append(url.index("#") + 1)
+    return min(found) if found else None
 
 
 def _not_uri_message(url: str, at: int) -> str:

@@ -111,8 +111,9 @@ class Admission:
         key = self.keys.derive(body, row.idempotency_key)
         if shard is not None and not shard.owns_key(key):
             return Verdict.OTHER_SHARD
-        rehost = self._rehost(row.request.url)
-        if not rehost and (problem := self._host_problem(row)) is not None:
+        on_fal = is_fal_host(row.request.url)  # once a row: a WHATWG host parse
+        rehost = self._rehost(row.request.url, on_fal)
+        if not rehost and not on_fal and (problem := self._host_problem(row)) is not None:
             return problem
         body_bytes = canonical_bytes(body)
         sha = body_sha256(body_bytes)
@@ -132,14 +133,14 @@ class Admission:
             return WorkItem(row.manifest, row.line, key, body, body_bytes, sha, row.index, rehost="upload")
         return WorkItem(row.manifest, row.line, key, body, body_bytes, sha, row.index, row_fp)
 
-    def _rehost(self, url: str) -> bool:
-        """Whether ``url``'s media is uploaded into fal storage before it is registered."""
+    def _rehost(self, url: str, on_fal: bool) -> bool:
+        """Whether ``url`` (``on_fal``: a fal host) has its media uploaded into fal storage before it is registered."""
         is_http = url[:8].lower().startswith(("http://", "https://"))
         if self.rehost_mode == "always":
             return True
         if self.rehost_mode == "auto":
             # --require-fal-host: another http host is an invalid row, not something to copy in
-            return not is_http or (not self.require_fal_host and not is_fal_host(url))
+            return not is_http or (not self.require_fal_host and not on_fal)
         return False
 
     def _invalid(self, row: ManifestRow) -> Result:
@@ -161,9 +162,8 @@ class Admission:
         )
 
     def _host_problem(self, row: ManifestRow) -> Result | None:
+        """A row whose url is not on a fal host: a warning once a manifest, or invalid with --require-fal-host."""
         assert row.request is not None
-        if is_fal_host(row.request.url):
-            return None
         host = url_host(row.request.url)
         if not self.require_fal_host:
             if row.manifest not in self.warned_hosts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from ingest.manifest.paths import MISSING, parse_path
 from ingest.manifest.sniff import format_from_content, line_ends, sniff_delimiter
 from ingest.manifest.source import ManifestSource, read_manifest
 from ingest.manifest.uri import iri_to_uri
-from ingest.models import check_absolute_http_url
+from ingest.models import _not_uri_at, check_absolute_http_url
 
 URL = "https://v3b.fal.media/files/x"
 
@@ -193,3 +194,14 @@ def test_a_bad_delimiter_or_encoding_option_is_a_config_error() -> None:
         ManifestOptions(delimiter=";;")
     with pytest.raises(ConfigError, match="unknown encoding"):
         ManifestOptions(encoding="no-such-codec")
+
+
+def test_the_uri_check_finds_the_same_first_problem_as_one_combined_pattern() -> None:
+    """The three cheap scans of ``_not_uri_at`` stop where the single three-way pattern they replace stopped."""
+    combined = re.compile(r"[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]|%(?![0-9A-Fa-f]{2})|(?<=#)[^#]*#")
+    rng = random.Random(7)
+    alphabet = "ab/#%2F fz<東\t"
+    for _ in range(5000):
+        url = "".join(rng.choice(alphabet) for _ in range(rng.randrange(12)))
+        expected = combined.search(url)
+        assert _not_uri_at(url) == (expected.start() if expected else None), url
