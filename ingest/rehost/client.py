@@ -1,7 +1,8 @@
 """The storage operations a rehost needs, each with the current token and the retry policy (``storage``).
 
-Every byte goes out through the run's ``Bandwidth`` and every request holds one of the run's upload slots
-(``--upload-concurrency``, separate from the Assets API's ``--concurrency``).
+Every byte goes out through the run's ``Bandwidth``, and every attempt holds one of the run's upload slots
+(``--upload-concurrency``, separate from the Assets API's ``--concurrency``) while it is on the wire: a request
+waiting out its backoff or ``Retry-After`` holds none (``storage.Requests``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-import anyio
 import orjson
 
 from ingest.rehost.bandwidth import Bandwidth
@@ -21,13 +21,10 @@ T = TypeVar("T")
 class StorageClient:
     """Single uploads, and the three steps of a multipart upload."""
 
-    def __init__(
-        self, requests: Requests, tokens: TokenCache, *, bandwidth: Bandwidth, slots: anyio.CapacityLimiter
-    ) -> None:
-        self.requests = requests  # retrying request sender
+    def __init__(self, requests: Requests, tokens: TokenCache, *, bandwidth: Bandwidth) -> None:
+        self.requests = requests  # retrying request sender; each attempt holds one of the run's upload slots
         self.tokens = tokens  # the run's token
         self.bandwidth = bandwidth  # the run's byte budget
-        self.slots = slots  # storage requests in flight at once, for the whole run
 
     async def upload(self, body: BodyFactory, *, size: int, file_name: str, content_type: str) -> str:
         """Upload ``size`` bytes in one request; the access url."""
@@ -58,8 +55,7 @@ class StorageClient:
                 "Accept": "application/json",
             }
             url = f"{token.base_url.rstrip('/')}/files/upload/multipart"
-            async with self.slots:
-                data = await self.requests.json("POST", url, headers=headers, bearer=True)
+            data = await self.requests.json("POST", url, headers=headers, bearer=True)
             try:
                 return str(data["access_url"]), str(data["uploadId"])
             except KeyError as exc:
@@ -83,10 +79,9 @@ class StorageClient:
 
         async def attempt() -> str:
             url = f"{access_url}/multipart/{upload_id}/{number}"
-            async with self.slots:
-                _, etag = await self.requests.send(
-                    "PUT", url, headers=headers, body=lambda: self.bandwidth.paced([data]), want_etag=True, bearer=True
-                )
+            _, etag = await self.requests.send(
+                "PUT", url, headers=headers, body=lambda: self.bandwidth.paced([data]), want_etag=True, bearer=True
+            )
             assert etag is not None  # want_etag retries until there is one
             return etag
 
@@ -100,8 +95,7 @@ class StorageClient:
             token = await self.tokens.get(self.requests)
             headers = {"Authorization": token.header, "Content-Type": "application/json"}
             url = f"{access_url}/multipart/{upload_id}/complete"
-            async with self.slots:
-                await self.requests.send("POST", url, headers=headers, body=lambda: _one(body), bearer=True)
+            await self.requests.send("POST", url, headers=headers, body=lambda: _one(body), bearer=True)
             return access_url
 
         return await self._with_token(attempt)
@@ -109,8 +103,7 @@ class StorageClient:
     async def _access_url(
         self, method: str, url: str, headers: dict[str, str], body: Callable[[], AsyncIterator[Any]]
     ) -> str:
-        async with self.slots:
-            data = await self.requests.json(method, url, headers=headers, body=body, bearer=True)
+        data = await self.requests.json(method, url, headers=headers, body=body, bearer=True)
         access_url = data.get("access_url")
         if not isinstance(access_url, str) or not access_url:
             raise StorageError(f"{method} {url}: answer has no access_url", retryable=True)

@@ -72,10 +72,9 @@ def create_rehoster(
     rng: random.Random,
 ) -> Rehoster:
     """A rehoster sharing the run's session; part buffers: one per upload slot, plus one being filled."""
-    requests = Requests(session, policy, rng)
+    requests = Requests(session, policy, rng, slots=anyio.CapacityLimiter(config.upload_concurrency))
     tokens = TokenCache(session, api_key, config.storage_url)
-    slots = anyio.CapacityLimiter(config.upload_concurrency)
-    client = StorageClient(requests, tokens, bandwidth=Bandwidth(config.bwlimit), slots=slots)
+    client = StorageClient(requests, tokens, bandwidth=Bandwidth(config.bwlimit))
     buffers = PartBuffers(config.upload_concurrency + 1)
     return Rehoster(client, Sources(session), journal, buffers, config.options)
 

@@ -164,10 +164,19 @@ class TokenCache:
 
 
 class Requests:
-    """Storage requests with the retry policy: ``policy.max_attempts`` tries within ``policy.max_retry_time``."""
+    """Storage requests with the retry policy: ``policy.max_attempts`` tries within ``policy.max_retry_time``. Each
+    attempt holds one of ``slots`` while it is on the wire, not while it waits to be retried."""
 
-    def __init__(self, session: aiohttp.ClientSession, policy: StorageRetry, rng: random.Random) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        policy: StorageRetry,
+        rng: random.Random,
+        *,
+        slots: anyio.CapacityLimiter | None = None,
+    ) -> None:
         self._session = session
+        self.slots = slots or anyio.CapacityLimiter(1)  # attempts on the wire at once (the run's upload slots)
         self._policy = policy
         self._rng = rng  # backoff jitter
         self.retries = 0  # attempts that were retried, for the report
@@ -240,7 +249,7 @@ class Requests:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
         data = body() if body is not None else None
         try:
-            async with self._session.request(
+            async with self.slots, self._session.request(
                 method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
             ) as resp:
                 payload = await resp.content.read(1 << 20)

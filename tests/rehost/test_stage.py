@@ -6,6 +6,7 @@ import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 import pytest
 
 from ingest.fakeserver import FakeServerConfig, StorageConfig, running_fake_server
@@ -243,3 +244,29 @@ async def test_expired_tokens_are_replaced_and_dedupe_reuses_bytes(tmp_path: Pat
         assert server.storage is not None
         assert server.storage.ledger.tokens_issued == 2 and server.storage.ledger.single_uploads == 2
         assert server.storage.ledger.by_status.get(401, 0) == 0
+
+
+@pytest.mark.anyio
+async def test_a_request_waiting_out_its_retry_after_holds_no_upload_slot(tmp_path: Path) -> None:
+    """With one upload slot, a storage 503 (Retry-After: 30) leaves the slot free while its request waits to be retried,
+    so other files are not held behind it."""
+    write_file(tmp_path / "a.png", 1000)
+    async with running_fake_server() as server, rehoster_for(server, tmp_path / "j.jsonl", upload_concurrency=1) as (
+        rehoster,
+        _,
+    ):
+        requests = rehoster.client.requests
+        await rehoster.client.tokens.get(requests)  # the token first, so that the 503 meets the upload itself
+        assert server.storage is not None
+        server.storage.config = StorageConfig(p_503=1.0, retry_after_s=30.0)
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(rehoster.rehost, "k", "a.png", tmp_path)
+                for _ in range(1500):  # a retry is counted just before its wait begins
+                    if requests.retries:
+                        break
+                    await anyio.sleep(0.01)
+                slots = requests.slots
+                free = slots.available_tokens
+                tg.cancel_scope.cancel()
+        assert free == 1, f"{slots.borrowed_tokens} slot(s) held during the wait"
