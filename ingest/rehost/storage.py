@@ -249,9 +249,12 @@ class Requests:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
         data = body() if body is not None else None
         try:
-            async with self.slots, self._session.request(
-                method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
-            ) as resp:
+            async with (
+                self.slots,
+                self._session.request(
+                    method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
+                ) as resp,
+            ):
                 payload = await resp.content.read(1 << 20)
                 wait = self._policy.server_wait(resp.headers)
                 snippet = payload[:200].decode("utf-8", "replace").strip()

@@ -251,9 +251,12 @@ async def test_a_request_waiting_out_its_retry_after_holds_no_upload_slot(tmp_pa
     """With one upload slot, a storage 503 (Retry-After: 30) leaves the slot free while its request waits to be retried,
     so other files are not held behind it."""
     write_file(tmp_path / "a.png", 1000)
-    async with running_fake_server() as server, rehoster_for(server, tmp_path / "j.jsonl", upload_concurrency=1) as (
-        rehoster,
-        _,
+    async with (
+        running_fake_server() as server,
+        rehoster_for(server, tmp_path / "j.jsonl", upload_concurrency=1) as (
+            rehoster,
+            _,
+        ),
     ):
         requests = rehoster.client.requests
         await rehoster.client.tokens.get(requests)  # the token first, so that the 503 meets the upload itself
