@@ -2,12 +2,14 @@
 
 Python dicts of strings cost ~300 bytes per key; a run over 10^7 items needs far less. ``KeyTable`` stores a
 64-bit fingerprint of each key (BLAKE2b) and an unsigned value in two flat ``array``s, with open addressing and
-linear probing (Knuth, TAOCP vol. 3, §6.4, algorithm L). With 4-byte values that is 12 bytes per slot; the table
-grows by 1.5× past 85% load, so it costs 14–22 bytes per key (sized once from a count: 14).
+linear probing (Knuth, TAOCP vol. 3, §6.4, algorithm L). With 4-byte values (type code ``"I"``; ``"L"`` is 8 bytes
+on 64-bit Linux) that is 12 bytes per slot; the table grows by 1.5× past 85% load, so it costs 14–21 bytes per key
+(sized once from a count: 14).
 
-A fingerprint collision (two different keys, same 64 bits; probability < 3·10⁻⁶ over 10^7 keys) is never silent
-where it matters: callers keep a body fingerprint in the value, and a resumed item whose body differs is reported,
-not skipped.
+A fingerprint is not a key: two keys can share one (probability < 3·10⁻⁶ over 10^7 keys). The duplicate table
+(``ingest.admission.seen``) confirms every fingerprint it finds again against the key stored in full on disk;
+the resume index keeps a body fingerprint in the value, so a resumed item whose body differs is reported, not
+skipped.
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ def fingerprint_bytes(key: bytes) -> int:
 
 
 class KeyTable:
-    """Fingerprint → unsigned integer (``value_code`` ``"L"``: 32 bits, ``"Q"``: 64 bits)."""
+    """Fingerprint → unsigned integer (``value_code`` ``"I"``: 32 bits, ``"Q"``: 64 bits, ``"B"``: 8 bits)."""
 
     __slots__ = ("_count", "_fps", "_limit", "_value_code", "_values")
 
-    def __init__(self, *, value_code: str = "L", expected: int = 0) -> None:
+    def __init__(self, *, value_code: str = "I", expected: int = 0) -> None:
         capacity = max(1024, int(expected / MAX_LOAD) + 1)
         self._value_code = value_code  # array type code of the values
         # array(code, [0]) * n allocates the zeroed array once; array(code, bytes(n)) held a copy of it as well
@@ -88,6 +90,26 @@ class KeyTable:
                 if self._count > self._limit:
                     self._grow()
                 return
+            slot += 1
+            if slot == capacity:
+                slot = 0
+
+    def put_new(self, fp: int, value: int) -> int | None:
+        """Store ``value`` for ``fp`` unless ``fp`` is there: then leave it, and return its value (one probe)."""
+        fps = self._fps
+        capacity = len(fps)
+        slot = fp % capacity
+        while True:
+            found = fps[slot]
+            if found == fp:
+                return self._values[slot]
+            if found == 0:
+                fps[slot] = fp
+                self._values[slot] = value
+                self._count += 1
+                if self._count > self._limit:
+                    self._grow()
+                return None
             slot += 1
             if slot == capacity:
                 slot = 0

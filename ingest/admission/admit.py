@@ -19,17 +19,15 @@ import structlog
 
 from ingest.admission.hosts import is_fal_host, whatwg_host
 from ingest.admission.keys import KeyDeriver, body_sha256
+from ingest.admission.seen import SeenKeys
 from ingest.admission.shard import Shard
-from ingest.keytable import KeyTable, fingerprint
+from ingest.keytable import fingerprint
 from ingest.manifest.source import ManifestRow
 from ingest.models import canonical_bytes
 from ingest.results.index import ResumeIndex, Verdict
 from ingest.results.record import Result, Status, error_dict
 
 log = structlog.get_logger("ingest.admission.admit")
-
-_LINE_MASK = (1 << 32) - 1
-_BODY_MASK = (1 << 24) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +86,8 @@ class Admission:
     run_id: str = ""
     shard: Shard | None = None
     rehost_mode: str = "never"  # --rehost: "auto" (what is not on fal), "always", or "never"
-    # this run's first occurrence of every key: fp -> manifest number << 56 | line << 24 | 24 bits of body hash
-    seen: KeyTable = field(default_factory=lambda: KeyTable(value_code="Q"))
-    manifests: dict[str, int] = field(default_factory=dict)  # manifest name -> its number in `seen` values
+    seen: SeenKeys = field(default_factory=SeenKeys)  # this run's first occurrence of every key, exact
+    manifests: dict[str, int] = field(default_factory=dict)  # manifest name -> its number in `seen` records
     warned_hosts: set[str] = field(default_factory=set)  # manifests already warned about non-fal hosts
     row_fps: dict[int, int] | None = None  # line -> line fingerprint of the manifest being read (LineSkip.fps)
 
@@ -191,16 +188,14 @@ class Admission:
         )
 
     def _duplicate(self, row: ManifestRow, key: str, fp: int, body: dict[str, Any], sha: str) -> Result | None:
-        body_fp = int(sha[:6], 16)
-        first = self.seen.get(fp)
+        body_fp = int(sha[:16], 16)
+        number = self.manifests.setdefault(row.manifest, len(self.manifests))
+        first = self.seen.first(key, fp, manifest=number, line=row.line, body=body_fp)
         if first is None:
-            number = self.manifests.setdefault(row.manifest, len(self.manifests))
-            self.seen.put(fp, number << 56 | (row.line & _LINE_MASK) << 24 | body_fp)
             return None
-        names = list(self.manifests)
-        manifest, line, first_body = names[first >> 56], (first >> 24) & _LINE_MASK, first & _BODY_MASK
-        duplicate_of = {"manifest": manifest, "line": line}
-        if first_body == body_fp:
+        manifest = list(self.manifests)[first.manifest]
+        duplicate_of = {"manifest": manifest, "line": first.line}
+        if first.body == body_fp:
             log.info("item.duplicate", manifest=row.manifest, line=row.line, duplicate_of=duplicate_of)
             return Result(
                 key,
@@ -214,7 +209,7 @@ class Admission:
                 index=row.index,
             )
         message = (
-            f"same idempotency key as {manifest} line {line} but a different body: "
+            f"same idempotency key as {manifest} line {first.line} but a different body: "
             "one item cannot have two versions (fix one row, or widen key_fields)"
         )
         log.warning("row.invalid", manifest=row.manifest, line=row.line, field=None, reason=message)

@@ -14,8 +14,8 @@ from typing import Any, TextIO
 
 from ingest.admission.admit import Rules, WorkItem
 from ingest.admission.keys import KeyDeriver, row_salt
+from ingest.admission.seen import SeenKeys
 from ingest.errors import EXIT_ITEMS_FAILED, EXIT_OK
-from ingest.keytable import KeyTable
 from ingest.manifest.skip import LineSkip
 from ingest.manifest.source import ManifestOptions, ManifestSource, count_rows, read_manifest
 from ingest.results.index import ResumeIndex, Verdict, load_index
@@ -84,11 +84,11 @@ def plan(
     return result
 
 
-def _seen_table(sources: Sequence[ManifestSource], *, known: int) -> KeyTable:
+def _seen_table(sources: Sequence[ManifestSource], *, known: int) -> SeenKeys:
     """The duplicate table, sized once from a line count less the rows an earlier run settled (growing it would
     hold the old and the new arrays at once: 2.5 times the table at the peak)."""
     counts = [count_rows(source) for source in sources]
-    return KeyTable(value_code="Q", expected=0 if None in counts else max(0, sum(c or 0 for c in counts) - known))
+    return SeenKeys(expected=0 if None in counts else max(0, sum(c or 0 for c in counts) - known))
 
 
 def _count_result(result: Plan, record: Result, show: int) -> None:

@@ -55,10 +55,10 @@ def body_fingerprint(sha_hex: str | bytes | None) -> int:
 
 
 class ResumeIndex:
-    """Per key: its state and a fingerprint of the body that was sent, in a ``KeyTable`` (15–23 bytes a key)."""
+    """Per key: its state and a fingerprint of the body that was sent, in a ``KeyTable`` (14–21 bytes a key)."""
 
     def __init__(self, *, expected: int = 0) -> None:
-        self.table = KeyTable(value_code="L", expected=expected)  # key fp -> body fp << 2 | state
+        self.table = KeyTable(value_code="I", expected=expected)  # key fp -> body fp << 2 | state
         self.rows: KeyTable | None = None  # line fingerprints of succeeded rows (``row_fp``), made on the first one
         self._expected = expected  # what the row table is sized for
         self.lines_read = 0  # complete lines in the files

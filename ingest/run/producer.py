@@ -17,8 +17,8 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ingest.admission.admit import Admission, WorkItem
 from ingest.admission.keys import row_salt
+from ingest.admission.seen import SeenKeys
 from ingest.admission.shard import Shard
-from ingest.keytable import KeyTable
 from ingest.manifest.skip import LineSkip
 from ingest.manifest.source import ManifestOptions, ManifestRow, ManifestSource, count_rows, read_manifest
 from ingest.results.index import Verdict
@@ -139,7 +139,7 @@ async def count_total(
     unsettled = max(0, stats.total - known)
     if shard is not None:
         unsettled = unsettled // shard.count * 11 // 10  # a shard's share, with room for skew
-    admission.seen = KeyTable(value_code="Q", expected=unsettled)
+    admission.seen = SeenKeys(expected=unsettled)
 
 
 def _take(rows: Iterator[ManifestRow], count: int) -> list[ManifestRow]:
