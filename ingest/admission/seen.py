@@ -22,11 +22,16 @@ from __future__ import annotations
 import os
 import re
 import struct
+import sys
 import tempfile
 from collections.abc import Callable
 from typing import IO, NamedTuple
 
+import structlog
+
 from ingest.keytable import KeyTable
+
+log = structlog.get_logger("ingest.admission.seen")
 
 UNIT = 32  # bytes per spill unit; a record is one unit
 FLUSH_BYTES = 1 << 20  # buffered before a write to the spill file
@@ -91,14 +96,19 @@ class Spill:
             self._fd = -1
 
     def _flush(self) -> None:
-        if self._file is None:
-            file = tempfile.TemporaryFile(prefix="ingest-seen-", dir=self._dir, buffering=0)  # noqa: SIM115
-            self._file, self._fd = file, file.fileno()
-        view = memoryview(self._tail)
-        written = 0
-        while written < len(view):
-            written += os.pwrite(self._fd, view[written:], self._flushed * UNIT + written)
-        view.release()
+        try:
+            if self._file is None:
+                file = tempfile.TemporaryFile(prefix="ingest-seen-", dir=self._dir, buffering=0)  # noqa: SIM115
+                self._file, self._fd = file, file.fileno()
+            with memoryview(self._tail) as view:
+                written = 0
+                while written < len(view):
+                    written += os.pwrite(self._fd, view[written:], self._flushed * UNIT + written)
+        except OSError as exc:
+            # No room or no temporary directory: keep the rest in memory (32 bytes a key more) rather than fail
+            self._flush_bytes = sys.maxsize
+            log.warning("seen.spill_failed", directory=self._dir or tempfile.gettempdir(), error=str(exc))
+            return
         self._flushed += len(self._tail) // UNIT
         self._tail = bytearray()
 

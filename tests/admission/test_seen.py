@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from ingest.admission.admit import Rules, WorkItem
 from ingest.admission.seen import First, SeenKeys
@@ -70,6 +71,16 @@ def test_records_live_on_disk_and_memory_is_the_table() -> None:
     assert seen.table.nbytes / len(seen) <= 14.2
     assert KeyTable(value_code="I").nbytes == 1024 * 12
     seen.close()
+
+
+def test_no_temporary_directory_keeps_the_records_in_memory(tmp_path: Path) -> None:
+    """A spill file that cannot be made is one warning; the table then keeps its records in memory, still exact."""
+    seen = SeenKeys(fingerprint=tiny, directory=str(tmp_path / "missing"), flush_bytes=64)
+    keys = [f"key-{i}" for i in range(200)]
+    with capture_logs() as logs:
+        assert all(seen.first(k, 0, manifest=0, line=i, body=i) is None for i, k in enumerate(keys))
+    assert [e["event"] for e in logs] == ["seen.spill_failed"]
+    assert all(seen.first(k, 0, manifest=1, line=0, body=0) == First(0, i, i) for i, k in enumerate(keys))
 
 
 def test_admission_under_colliding_fingerprints_sends_every_unique_row(tmp_path: Path) -> None:
