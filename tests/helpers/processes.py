@@ -22,6 +22,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -306,3 +307,12 @@ def assert_exactly_once(
     assert set(bodies) == recorded
     keys = {asset["idempotency_key"] for asset in server_assets}
     assert keys == {r["key"] for r in records if r["status"] == "succeeded"}
+
+
+def seconds_to_summary(events: list[dict[str, Any]], signal_index: int = 0) -> float:
+    """From the worker's own clock: seconds from its ``signal_index``-th ``run.signal`` to its ``run.summary``."""
+    signalled = [e for e in events if e["event"] == "run.signal"][signal_index]
+    summary = next(e for e in events if e["event"] == "run.summary")
+    return (
+        datetime.fromisoformat(summary["timestamp"]) - datetime.fromisoformat(signalled["timestamp"])
+    ).total_seconds()

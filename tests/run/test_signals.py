@@ -9,9 +9,7 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,6 +19,7 @@ from tests.helpers.processes import (
     assert_no_traceback,
     fake_server_process,
     run_worker,
+    seconds_to_summary,
     start_worker,
     strict_records,
     succeeded_by_line,
@@ -32,15 +31,6 @@ from tests.helpers.records import media_url
 
 SLACK_S = 1.0  # the contract: the run has ended (its summary logged) within the grace period plus a second
 EXIT_SLACK_S = 5.0  # then the process is gone; interpreter teardown on a loaded machine is not the run's to time
-
-
-def seconds_to_summary(events: list[dict[str, Any]], signal_index: int = 0) -> float:
-    """From the worker's own clock: seconds from its ``signal_index``-th ``run.signal`` to its ``run.summary``."""
-    signalled = [e for e in events if e["event"] == "run.signal"][signal_index]
-    summary = next(e for e in events if e["event"] == "run.summary")
-    return (
-        datetime.fromisoformat(summary["timestamp"]) - datetime.fromisoformat(signalled["timestamp"])
-    ).total_seconds()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
