@@ -108,11 +108,11 @@ CSV_HEADER = b"url,type,prompt"
 
 
 def _row_fps(manifest: Path) -> Iterator[int]:
-    """The ``row_fp`` of each row of ``manifest`` under default settings, as ``ingest run`` computes them."""
-    skip = LineSkip(row_salt(ManifestOptions(), KeyDeriver()), None)
-    for row in read_manifest(
-        ManifestSource.open(str(manifest)), ManifestOptions(), skip=skip, warn=lambda *a, **k: None
-    ):
+    """The ``row_fp`` of each row of ``manifest`` under default settings, as ``ingest run`` computes them (its
+    default ``--rehost auto`` reads a manifest with ``allow_sources``, which is part of the salt)."""
+    options = ManifestOptions(allow_sources=True)
+    skip = LineSkip(row_salt(options, KeyDeriver()), None)
+    for row in read_manifest(ManifestSource.open(str(manifest)), options, skip=skip, warn=lambda *a, **k: None):
         yield skip.fps.pop(row.line, 0)
 
 

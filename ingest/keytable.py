@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
+from typing import BinaryIO
 
 MAX_LOAD = 0.85  # grow beyond this share of occupied slots (linear probing: ~22 probes for a miss when full)
 GROWTH = 1.5  # capacity multiplier on growth
@@ -52,6 +53,11 @@ class KeyTable:
     def __repr__(self) -> str:
         capacity = len(self._fps)
         return f"KeyTable(keys={self._count}, capacity={capacity}, bytes={self.nbytes})"
+
+    @property
+    def value_code(self) -> str:
+        """The ``array`` type code of the values."""
+        return self._value_code
 
     @property
     def nbytes(self) -> int:
@@ -124,3 +130,34 @@ class KeyTable:
         for fp, value in zip(old_fps, old_values, strict=True):
             if fp:
                 self.put(fp, value)
+
+    def arrays(self) -> tuple[array[int], array[int]]:
+        """The fingerprint and value arrays (what ``dump`` writes, in that order)."""
+        return self._fps, self._values
+
+    def shape(self) -> dict[str, object]:
+        """What ``load`` needs to read back what ``dump`` wrote."""
+        return {"code": self._value_code, "capacity": len(self._fps), "count": self._count}
+
+    def dump(self, file: BinaryIO) -> None:
+        """Write both arrays to ``file`` as raw machine words (native byte order)."""
+        self._fps.tofile(file)
+        self._values.tofile(file)
+
+    @classmethod
+    def load(cls, file: BinaryIO, shape: dict[str, object], *, value_code: str) -> KeyTable:
+        """The table ``dump`` wrote with ``shape``, read straight into its arrays (no per-key work); ``ValueError`` if
+        it was written with other values than ``value_code``, ``EOFError`` if the file ends early."""
+        capacity, count = shape["capacity"], shape["count"]
+        if shape["code"] != value_code or not isinstance(capacity, int) or not isinstance(count, int):
+            raise ValueError(f"not a table of {value_code!r} values: {shape}")
+        if not 0 <= count <= capacity * MAX_LOAD or capacity < 1:
+            raise ValueError(f"impossible table shape: {shape}")
+        table = cls.__new__(cls)
+        table._value_code = value_code
+        table._fps, table._values = array("Q"), array(value_code)
+        table._fps.fromfile(file, capacity)
+        table._values.fromfile(file, capacity)
+        table._count = count
+        table._limit = int(capacity * MAX_LOAD)
+        return table

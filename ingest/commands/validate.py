@@ -18,8 +18,9 @@ from ingest.admission.seen import SeenKeys
 from ingest.errors import EXIT_ITEMS_FAILED, EXIT_OK
 from ingest.manifest.skip import LineSkip
 from ingest.manifest.source import ManifestOptions, ManifestSource, count_rows, read_manifest
-from ingest.results.index import ResumeIndex, Verdict, load_index
+from ingest.results.index import ResumeIndex, Verdict
 from ingest.results.record import Result, Status
+from ingest.results.snapshot import open_index
 from ingest.run.pipeline import RunConfig
 from ingest.terminal import for_terminal
 
@@ -64,7 +65,9 @@ def plan(
     for source in sources:
         skip = None
         if rules.shard is None and index.rows is not None:  # finished rows are counted by their line, unread
-            skip = LineSkip(row_salt(options, rules.keys, require_fal_host=rules.require_fal_host), index.has_row)
+            skip = LineSkip(
+                row_salt(options, rules.keys, require_fal_host=rules.require_fal_host), index.has_row, index.blocks
+            )
             admission.row_fps = skip.fps
         for row in read_manifest(source, options, warn=warn, skip=skip):
             decision = admission.admit(row)
@@ -137,7 +140,7 @@ def validate_manifests(
 def dry_run(config: RunConfig, *, estimate_rate: float, out: Any = None) -> int:
     """``ingest run --dry-run``: what the run would do, and how long it would take at the configured rate."""
     out = out or sys.stdout
-    index = load_index(config.results_path)
+    index = open_index(config.results_path)
     result = plan(config.sources, config.manifest_options, config.rules, index=index)
     c = result.counts
     send = c["send"] if config.limit is None else min(c["send"], config.limit)

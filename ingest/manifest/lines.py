@@ -69,21 +69,21 @@ def _raw_lines(stream: ByteStream, max_line_bytes: int) -> Iterator[bytes | None
     # Room for the longest allowed line plus "\r\n": anything that fills it without ending is over-long.
     limit = max_line_bytes + 2
     while data := readline(limit):
-        if len(data) <= max_line_bytes or _content_length(data) <= max_line_bytes:
+        if len(data) <= max_line_bytes or content_length(data) <= max_line_bytes:
             yield data
             continue
         if not data.endswith(b"\n"):
-            _skip_rest_of_line(stream)
+            skip_rest_of_line(stream)
         yield None
 
 
-def _content_length(data: bytes) -> int:
+def content_length(data: bytes) -> int:
     """Length of a line without its ``\\n`` or ``\\r\\n`` ending."""
     if data.endswith(b"\r\n"):
         return len(data) - 2
     return len(data) - 1 if data.endswith(b"\n") else len(data)
 
 
-def _skip_rest_of_line(stream: ByteStream) -> None:
+def skip_rest_of_line(stream: ByteStream) -> None:
     while (chunk := stream.readline(SKIP_CHUNK)) and not chunk.endswith(b"\n"):
         pass

@@ -37,7 +37,7 @@ from ingest.manifest.detect import Detection
 from ingest.manifest.encoding import PREFIX_BYTES, Encoding, PrefixedStream, Utf8Stream, choose_encoding
 from ingest.manifest.jsonarray import read_json
 from ingest.manifest.jsonl import read_jsonl
-from ingest.manifest.lines import ByteStream, physical_lines
+from ingest.manifest.lines import ByteStream, Line, physical_lines
 from ingest.manifest.options import ManifestOptions
 from ingest.manifest.rows import KNOWN_FIELDS, ManifestRow, RowBuilder, RowError
 from ingest.manifest.skip import LineSkip
@@ -146,10 +146,15 @@ def read_manifest(
         if detection.format == "json":
             yield from read_json(opened.stream, rows, options, report, detection)
             return
-        lines = physical_lines(opened.stream, max_line_bytes=options.max_line_bytes, name=source.name)
+        lines: Iterator[Line]
         if skip is not None:  # rows an earlier run finished, dropped by their bytes before any decoding
             context = f"{detection.format}|{detection.encoding}|{detection.line_ends}|{detection.delimiter}".encode()
-            lines = skip.filter(lines, csv=detection.format in ("csv", "tsv"), context=context)
+            csv = detection.format in ("csv", "tsv")
+            lines = skip.read(
+                opened.stream, csv=csv, context=context, max_line_bytes=options.max_line_bytes, name=source.name
+            )
+        else:
+            lines = physical_lines(opened.stream, max_line_bytes=options.max_line_bytes, name=source.name)
         yield from _LINE_READERS[detection.format](lines, rows, options, report, detection)
 
 

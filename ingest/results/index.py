@@ -57,6 +57,8 @@ def body_fingerprint(sha_hex: str | bytes | None) -> int:
 class ResumeIndex:
     """Per key: its state and a fingerprint of the body that was sent, in a ``KeyTable`` (14–21 bytes a key)."""
 
+    ROW_VALUES = "B"  # value code of the row table (the value is always 1: a set)
+
     def __init__(self, *, expected: int = 0) -> None:
         self.table = KeyTable(value_code="I", expected=expected)  # key fp -> body fp << 2 | state
         self.rows: KeyTable | None = None  # line fingerprints of succeeded rows (``row_fp``), made on the first one
@@ -67,6 +69,10 @@ class ResumeIndex:
         self.torn_tail = False  # this run's file ended in a line without newline, which was ignored
         self.repair_offset: int | None = None  # where to truncate the file to drop the torn tail
         self.history = RunHistory()  # the run records of this run's file (not of its shard family)
+        self.own_lines = 0  # complete lines of this run's file folded in
+        self.covered = 0  # bytes of this run's file folded in (up to the end of its last complete line)
+        self.snapshot_lines = 0  # of ``lines_read``, those that came from the snapshot (``ingest.results.snapshot``)
+        self.blocks: dict[bytes, int] = {}  # finished manifest blocks: digest -> rows in it (``ingest.manifest.skip``)
 
     def __repr__(self) -> str:
         return (
@@ -80,7 +86,7 @@ class ResumeIndex:
     def add_row(self, row_fp: int) -> None:
         """Note the line fingerprint of a succeeded row (``ingest.manifest.skip``)."""
         if self.rows is None:
-            self.rows = KeyTable(value_code="B", expected=self._expected)
+            self.rows = KeyTable(value_code=self.ROW_VALUES, expected=self._expected)
         self.rows.put(row_fp or 1, 1)
 
     def has_row(self, row_fp: int) -> bool:
@@ -219,11 +225,12 @@ def load_index(path: Path, *, with_family: bool = True) -> ResumeIndex:
     return index
 
 
-def _read_into(index: ResumeIndex, path: Path, *, own: bool) -> None:
-    """Fold every line of ``path`` in; a line longer than ``MAX_RECORD_BYTES`` is skipped in bounded reads and
-    counted as unreadable, so memory stays flat whatever the file holds."""
-    offset, number = 0, 0
+def _read_into(index: ResumeIndex, path: Path, *, own: bool, start: int = 0) -> None:
+    """Fold every line of ``path`` (from byte ``start``, a line's start) in; a line longer than ``MAX_RECORD_BYTES``
+    is skipped in bounded reads and counted as unreadable, so memory stays flat whatever the file holds."""
+    offset, number = start, index.own_lines if own else 0
     with path.open("rb") as file:
+        file.seek(start)
         while raw := file.readline(MAX_RECORD_BYTES):
             number += 1
             overlong = len(raw) == MAX_RECORD_BYTES and not raw.endswith(b"\n")
@@ -236,11 +243,20 @@ def _read_into(index: ResumeIndex, path: Path, *, own: bool) -> None:
                 break
             offset = file.tell() if overlong else offset + len(raw)
             index.lines_read += 1
+            if own:
+                index.own_lines = number
             if not overlong and (_fold_line(index, raw, own=own) or not raw.strip()):  # records first: no strip() copy
                 continue
             index.unreadable_count += 1
             if len(index.unreadable_lines) < 20 and own:
                 index.unreadable_lines.append(number)
+    if own:
+        index.covered = offset
+
+
+def fold_tail(index: ResumeIndex, path: Path) -> None:
+    """Fold the lines of ``path`` (the run's own file) past ``index.covered`` in: what was appended since."""
+    _read_into(index, path, own=True, start=index.covered)
 
 
 def _skip_line(file: BinaryIO) -> bytes:

@@ -45,7 +45,7 @@ from ingest.run.metrics import Metrics, export_metrics
 from ingest.run.producer import Producer, count_total
 from ingest.run.progress import progress_figures, report_progress
 from ingest.run.rehosting import RehostFigures, rehost_stage
-from ingest.run.resume import check_belonging, load_resume
+from ingest.run.resume import check_belonging, load_resume, save_resume
 from ingest.run.runrecord import Ending, RunRecorder, ending_of, log_summary
 from ingest.run.stats import RunStats
 from ingest.settings import default
@@ -150,7 +150,9 @@ async def run_pipeline(config: RunConfig, api_key: ApiKey) -> RunReport:
     with ResultsLock(config.results_path, family=family):
         index = load_resume(config.results_path)
         check_belonging(config, index)
-        return await _Run(config, api_key, index).execute()
+        report = await _Run(config, api_key, index).execute()
+        save_resume(config.results_path, index)
+        return report
 
 
 class _Run:

@@ -94,7 +94,7 @@ class Producer:
             return None  # another shard's rows must not be counted as this one's
         salt = row_salt(self.options, admission.keys, require_fal_host=admission.require_fal_host)
         index = admission.index
-        skip = LineSkip(salt, index.has_row if index.rows is not None else None)
+        skip = LineSkip(salt, index.has_row if index.rows is not None else None, index.blocks)
         admission.row_fps = skip.fps
         return skip
 

@@ -20,9 +20,10 @@ from ingest.admission.keys import KeyDeriver
 from ingest.errors import UsageError
 from ingest.manifest.options import ManifestOptions
 from ingest.manifest.source import ManifestSource, read_manifest
-from ingest.results.index import ResumeIndex, load_index, repair
+from ingest.results.index import ResumeIndex, fold_tail, repair
 from ingest.results.naming import family
 from ingest.results.provenance import elsewhere, foreign
+from ingest.results.snapshot import MIN_FOLDED, open_index, save_index
 
 if TYPE_CHECKING:
     from ingest.run.pipeline import RunConfig
@@ -30,14 +31,18 @@ if TYPE_CHECKING:
 log = structlog.get_logger("ingest.run")
 
 SAMPLE_ROWS = 20  # first rows of a manifest whose keys are looked up in the results file
+TAIL_FOLDED_AT_END = 8  # at its end, a run folds its own records into the snapshot if they are at most 1/8 of it
 
 
 def load_resume(path: Path) -> ResumeIndex:
-    """The resume index of ``path`` and its shard family; a torn last line is truncated (and logged)."""
-    index = load_index(path)
+    """The resume index of ``path`` and its shard family (from its snapshot, ``ingest.results.snapshot``, when valid;
+    saved again if many records had to be folded); a torn last line is truncated (and logged)."""
+    index = open_index(path)
     if index.torn_tail:
         repair(path, index)
         log.warning("resume.repaired", results=str(path), truncated_at=index.repair_offset)
+    if index.lines_read - index.snapshot_lines >= MIN_FOLDED:
+        save_index(path, index)
     if index.unreadable_count:
         log.warning(
             "resume.unreadable_lines", results=str(path), count=index.unreadable_count, lines=index.unreadable_lines
@@ -45,6 +50,20 @@ def load_resume(path: Path) -> ResumeIndex:
     if index.lines_read:
         log.info("resume.loaded", results=str(path), records=index.lines_read, keys=len(index))
     return index
+
+
+def save_resume(path: Path, index: ResumeIndex) -> None:
+    """At the end of a run: fold the records it appended into ``index`` and save it as the snapshot, unless they are
+    many (folding them would grow the tables; the next run folds them, and saves, instead)."""
+    try:
+        appended = path.stat().st_size - index.covered
+    except OSError:
+        return
+    if appended > max(1 << 20, index.covered // TAIL_FOLDED_AT_END):
+        return
+    fold_tail(index, path)
+    if not index.torn_tail:
+        save_index(path, index)
 
 
 def check_belonging(config: RunConfig, index: ResumeIndex) -> None:
