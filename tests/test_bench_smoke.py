@@ -14,11 +14,17 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench import servers
+from bench import data, servers
 from bench.profiles import SMOKE
 from bench.sections import max_window, steady_rate
 from bench.table import COLUMNS
+from ingest.admission.keys import KeyDeriver, row_salt
+from ingest.cli.run import manifest_options
+from ingest.manifest.skip import LineSkip
+from ingest.manifest.source import ManifestSource, read_manifest
 from ingest.models import UploadRequest, UploadResponse
+from ingest.results.index import load_index
+from ingest.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -138,3 +144,18 @@ def test_steady_rate_ignores_the_first_second() -> None:
     steady = [1.0 + i / 50 for i in range(1, 101)]  # then 50/s for 2 s
     assert steady_rate(burst + steady) == pytest.approx(50.0)
     assert steady_rate([0.0]) == 0.0
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_the_rerun_rows_done_results_carry_the_line_fingerprints_ingest_run_computes(tmp_path: Path, fmt: str) -> None:
+    """The results the rerun row starts from hold each line's ``row_fp`` under ``ingest run``'s default settings, so
+    the rerun skips lines unread (they were salted without ``allow_sources``, and every row was parsed again)."""
+    manifest = tmp_path / f"m.{fmt}"
+    (data.write_csv_manifest if fmt == "csv" else data.write_manifest)(manifest, 30, 1)
+    results = data.write_done_results(tmp_path / "r.jsonl", str(manifest), 30, 1, {"id": "a"}, fmt=fmt)
+    options = manifest_options(Settings())
+    skip = LineSkip(row_salt(options, KeyDeriver()), None)
+    source = ManifestSource.open(str(manifest))
+    fps = [skip.fps[row.line] for row in read_manifest(source, options, skip=skip, warn=lambda *a, **k: None)]
+    index = load_index(results)
+    assert len(fps) == 30 and all(index.has_row(fp) for fp in fps)
