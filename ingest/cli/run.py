@@ -21,6 +21,7 @@ from ingest.cli.output import print_summary, write_summary_json
 from ingest.credentials import resolve_api_key
 from ingest.errors import UsageError
 from ingest.logs import configure_logging, json_logs
+from ingest.manifest.remote import is_remote
 from ingest.manifest.source import ManifestOptions, ManifestSource, preflight
 from ingest.rehost import RehostConfig, RehostOptions
 from ingest.rehost.bandwidth import parse_size
@@ -92,7 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def run_inputs(args: argparse.Namespace, settings: Settings) -> list[Named]:
     """The files a run reads: none of them may be one it writes."""
-    inputs = [Named("manifest", Path(path)) for path in args.manifests if path != "-"]
+    inputs = [Named("manifest", Path(path)) for path in args.manifests if path != "-" and not is_remote(path)]
     if getattr(args, "config", None) is not None:
         inputs.append(Named("--config", args.config))
     for what, path in (("--key-file", settings.key_file), ("--ca-bundle", settings.ca_bundle)):
@@ -138,7 +139,7 @@ def results_path(settings: Settings, sources: Sequence[ManifestSource], shard: S
         return expand_shard_placeholder(settings.results, shard_pair)
     if sources[0].path == "-":
         raise UsageError("reading from stdin: give --results PATH")
-    return default_results_path(Path(sources[0].path), shard_pair)
+    return default_results_path(sources[0].path, shard_pair)
 
 
 def progress_mode(setting: str) -> str:

@@ -46,6 +46,7 @@ from typing import Any
 import orjson
 
 from ingest.errors import UsageError
+from ingest.manifest.remote import folder, is_remote, join
 from ingest.manifest.rows import parse_favorite, parse_tag_ids
 from ingest.models import UploadRequest
 from ingest.results.rules import error_of
@@ -162,6 +163,9 @@ def _anchor_source(row: dict[str, Any], manifest: str) -> None:
         return
     if ":" in url.split("/", 1)[0]:
         return  # a scheme (javascript:…, data:…): an invalid row, written as it was
+    if is_remote(manifest):  # a row of s3://b/dir/m.csv names s3://b/dir/<url>
+        row["url"] = join(folder(manifest), url)
+        return
     row["url"] = str((Path(manifest).resolve().parent / url).resolve())
 
 

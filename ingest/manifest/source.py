@@ -13,6 +13,9 @@ What is decided per manifest, each from the name or a bounded prefix of the cont
 - line ends: LF, CRLF or CR, all read alike, line numbers physical;
 - delimiter (``--delimiter``) of delimited text: sniffed from the header line.
 
+A manifest path may also be a URL (``s3://``, ``gs://``, ``az://``, ``https://``; ``ingest.manifest.remote``):
+it is read the same way, in ranged pieces, in the producer's worker thread.
+
 Readers: ``delimited`` (CSV/TSV), ``jsonl``, ``jsonarray`` (``.json``), ``urllist``. Every data row comes out as
 a valid ``UploadRequest`` or an invalid row with its line number, the field at fault and what was expected; a
 bad row never stops the reader. Only a manifest that cannot be read at all (missing, not gzip after all, no
@@ -39,6 +42,7 @@ from ingest.manifest.jsonarray import read_json
 from ingest.manifest.jsonl import read_jsonl
 from ingest.manifest.lines import ByteStream, Line, physical_lines
 from ingest.manifest.options import ManifestOptions
+from ingest.manifest.remote import display_name, first_bytes, is_remote, open_remote, url_path
 from ingest.manifest.rows import KNOWN_FIELDS, ManifestRow, RowBuilder, RowError
 from ingest.manifest.skip import LineSkip
 from ingest.manifest.sniff import (
@@ -87,12 +91,22 @@ class ManifestSource:
 
     @property
     def name(self) -> str:
-        """What rows and errors call this manifest: the path as given, or ``<stdin>``."""
-        return STDIN_NAME if self.is_stdin else self.path
+        """What rows and errors call this manifest: the path as given (a URL without its query), or ``<stdin>``."""
+        return STDIN_NAME if self.is_stdin else display_name(self.path) if self.is_remote else self.path
 
     @property
     def is_stdin(self) -> bool:
         return self.path == STDIN_PATH
+
+    @property
+    def is_remote(self) -> bool:
+        """Read from a bucket or a web server (``ingest.manifest.remote``)."""
+        return is_remote(self.path)
+
+    @property
+    def reads_block(self) -> bool:
+        """Whether a read may wait on something slower than a disk (stdin, the network): read it in a thread."""
+        return self.is_stdin or self.is_remote
 
     @classmethod
     def open(cls, path: str, *, format: str | None = None) -> ManifestSource:
@@ -103,17 +117,19 @@ class ManifestSource:
         how = "forced" if forced else "content"
         if path == STDIN_PATH:
             return cls(path, forced, gzip=False, format_how=how)
-        magic = _first_bytes(path, len(GZIP_MAGIC))
-        gz_suffix = path.lower().endswith(".gz")
+        remote = is_remote(path)
+        magic = first_bytes(path, len(GZIP_MAGIC)) if remote else _first_bytes(path, len(GZIP_MAGIC))
+        name, named = (display_name(path), url_path(path)) if remote else (path, path)
+        gz_suffix = named.lower().endswith(".gz")
         if gz_suffix and magic != GZIP_MAGIC:
-            raise ManifestError(f"{path}: has a .gz suffix but is not gzip-compressed")
+            raise ManifestError(f"{name}: has a .gz suffix but is not gzip-compressed")
         gz = gz_suffix or magic == GZIP_MAGIC
         if forced is not None:
             return cls(path, forced, gz, "forced")
-        known, by_name = format_from_name(path)
+        known, by_name = format_from_name(named)
         if not known:
             raise ManifestError(
-                f"{path}: unknown manifest format (expected a .csv, .tsv, .txt, .json, .jsonl, .ndjson, .list or "
+                f"{name}: unknown manifest format (expected a .csv, .tsv, .txt, .json, .jsonl, .ndjson, .list or "
                 f".urls name, optionally + .gz; or pass --format {'|'.join(FORMATS)})"
             )
         return cls(path, by_name, gz, "extension" if by_name else "content")
@@ -173,12 +189,13 @@ def preflight(source: ManifestSource, options: ManifestOptions = DEFAULT_OPTIONS
 
 
 def count_rows(source: ManifestSource) -> int | None:
-    """A quick estimate of the number of data rows, for a progress total; ``None`` for stdin and JSON documents.
+    """A quick estimate of the number of data rows, for a progress total; ``None`` for stdin, JSON documents and
+    remote manifests (counting would read them twice).
 
     It counts physical lines (less the header, for delimited text) without parsing them, so it is an estimate:
     blank lines and the extra lines of quoted fields are counted, the items of an exploded record are not.
     """
-    if source.is_stdin or source.format == "json":
+    if source.reads_block or source.format == "json":
         return None
     with _opened(source) as stream:
         lines = _count_lines(stream, source.name)
@@ -189,8 +206,9 @@ def count_rows(source: ManifestSource) -> int | None:
 def _prepared(source: ManifestSource, options: ManifestOptions) -> Iterator[_Opened]:
     """Open ``source``, decide encoding, line ends, format and delimiter from its first bytes."""
     with _opened(source) as raw:
-        prefix = _peek(raw)
-        stream: ByteStream = raw if _seekable(raw) else PrefixedStream(prefix, raw)
+        seekable = _seekable(raw) and not source.is_remote  # a GzipFile says it seeks, but over the network not
+        prefix = _peek(raw, seekable)
+        stream: ByteStream = raw if seekable else PrefixedStream(prefix, raw)
         encoding = choose_encoding(prefix, options.encoding)
         text = prefix[encoding.bom :].decode(encoding.name, "replace")
         ends = line_ends(text)
@@ -217,11 +235,11 @@ def _detection(source: ManifestSource, options: ManifestOptions, encoding: Encod
     return detection
 
 
-def _peek(raw: ByteStream) -> bytes:
+def _peek(raw: ByteStream, seekable: bool) -> bytes:
     """Up to ``PREFIX_BYTES`` of the start; a seekable stream is rewound, others are re-read by the caller."""
     try:
         prefix = raw.read(PREFIX_BYTES)
-        if _seekable(raw):
+        if seekable:
             raw.seek(0)  # type: ignore[attr-defined]
     except (OSError, EOFError, zlib.error) as exc:
         raise ManifestError(f"cannot be read ({exc})") from exc
@@ -254,6 +272,10 @@ def _opened(source: ManifestSource) -> Iterator[ByteStream]:
     """The manifest's bytes, decompressed; stdin is borrowed, not closed."""
     if source.is_stdin:
         yield sys.stdin.buffer
+        return
+    if source.is_remote:
+        with open_remote(source.path) as remote:
+            yield cast(ByteStream, gzip.GzipFile(fileobj=remote, mode="rb")) if source.gzip else remote
         return
     try:
         file = open(source.path, "rb")  # noqa: SIM115 - closed by the `with` below, after the error mapping

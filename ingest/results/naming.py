@@ -8,8 +8,11 @@ family, so a job may be re-run with another shard layout.
 from __future__ import annotations
 
 import glob
+import posixpath
 import re
 from pathlib import Path
+
+from ingest.manifest.remote import is_remote, url_path
 
 MANIFEST_SUFFIXES = (".gz", ".csv", ".tsv", ".tab", ".txt", ".list", ".urls", ".json", ".jsonl", ".ndjson")
 _SHARD_TAG = re.compile(r"\.shard-\d+-of-\d+$")
@@ -20,9 +23,13 @@ def shard_tag(index: int, count: int) -> str:
     return f"shard-{index}-of-{count}"
 
 
-def default_results_path(manifest: Path, shard: tuple[int, int] | None = None) -> Path:
+def default_results_path(manifest: Path | str, shard: tuple[int, int] | None = None) -> Path:
     """``<manifest without its suffixes>.results.jsonl`` beside the manifest (``….results.shard-K-of-N.jsonl``
-    for a shard)."""
+    for a shard); for a remote manifest (``s3://b/dir/library.csv``), ``library.results.jsonl`` in the working
+    directory."""
+    if isinstance(manifest, str):
+        remote = is_remote(manifest)
+        manifest = Path(posixpath.basename(url_path(manifest)) or "manifest") if remote else Path(manifest)
     name = manifest.name
     for suffix in MANIFEST_SUFFIXES:
         name = name.removesuffix(suffix)

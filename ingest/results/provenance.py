@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from ingest.manifest.remote import display_name, is_remote, read_head
 from ingest.results.runlog import HEAD_BYTES, RUN_RECORD_PREFIX, RUN_STARTED, RunHistory
 
 __all__ = ["elsewhere", "foreign", "same_manifest"]
@@ -28,12 +29,17 @@ MAX_FIRST_LINE = 1 << 20  # bytes of a candidate's first line read
 
 
 def same_manifest(path: str, recorded: dict[str, Any]) -> bool:
-    """Whether the manifest at ``path`` is the one ``recorded`` (same path, or same first bytes)."""
-    if recorded.get("path") == path:
+    """Whether the manifest at ``path`` is the one ``recorded`` (same path, or same first bytes; a URL by its
+    name without the query, so a re-signed URL of the same object is the same manifest)."""
+    remote = is_remote(path)
+    if recorded.get("path") == (display_name(path) if remote else path):
         return True
     size, digest = recorded.get("size"), recorded.get("head_sha256")
     if not isinstance(size, int) or not isinstance(digest, str) or path == "-":
         return False
+    if remote:
+        got = read_head(path, min(size, HEAD_BYTES))
+        return got is not None and hashlib.sha256(got[1]).hexdigest() == digest
     try:
         with Path(path).open("rb") as handle:
             head = handle.read(min(size, HEAD_BYTES))
@@ -72,7 +78,7 @@ def foreign(
 
 def elsewhere(results: Path, manifests: Sequence[str]) -> Path | None:
     """Another results file, beside ``results`` or a manifest, whose first run read one of ``manifests``."""
-    directories = dict.fromkeys([results.parent, *(Path(m).parent for m in manifests if m != "-")])
+    directories = dict.fromkeys([results.parent, *(Path(m).parent for m in manifests if m != "-" and not is_remote(m))])
     for directory in directories:
         for candidate in _candidates(directory, results):
             first = _first_run(candidate)

@@ -27,6 +27,8 @@ from typing import Any
 
 import orjson
 
+from ingest.manifest.remote import display_name, is_remote, read_head
+
 __all__ = [
     "HEAD_BYTES",
     "RUN_ENDED",
@@ -54,9 +56,16 @@ def is_run_record(record: object) -> bool:
 
 
 def manifest_identity(path: str) -> dict[str, Any]:
-    """``{"path", "size", "head_sha256"}`` of a manifest file (stdin: path ``-``, size and fingerprint null)."""
+    """``{"path", "size", "head_sha256"}`` of a manifest file or URL (stdin: path ``-``, size and fingerprint
+    null)."""
     if path == "-":
         return {"path": "-", "size": None, "head_sha256": None}
+    if is_remote(path):  # one ranged GET of its first bytes; the URL without its query (a signature)
+        got = read_head(path, HEAD_BYTES)
+        name = display_name(path)
+        if got is None:
+            return {"path": name, "size": None, "head_sha256": None}
+        return {"path": name, "size": got[0], "head_sha256": hashlib.sha256(got[1]).hexdigest()}
     file = Path(path)
     try:
         with file.open("rb") as handle:

@@ -70,11 +70,12 @@ class Producer:
 
     async def _read_batches(self, source: ManifestSource) -> AsyncIterator[list[ManifestRow]]:
         """Rows in batches. Files are read on the event loop (page-cache reads are fast, and a reader thread would
-        hold the GIL in 5 ms slices while the loop waits); stdin, whose reads can block, in a worker thread.
+        hold the GIL in 5 ms slices while the loop waits); stdin and remote manifests, whose reads can block, in a
+        worker thread.
         Lines an earlier run finished are dropped unread (``LineSkip``) and counted as skipped."""
         skip = self._line_skip(source)
         rows = read_manifest(source, self.options, warn=_warn, skip=skip)
-        take, size = (_take, READ_BATCH // 8) if not source.is_stdin else (None, READ_BATCH)
+        take, size = (_take, READ_BATCH // 8) if not source.reads_block else (None, READ_BATCH)
         while True:
             if take is None:
                 batch = await anyio.to_thread.run_sync(_take, rows, size, abandon_on_cancel=True)

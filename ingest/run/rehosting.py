@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from ingest.credentials import ApiKey
+from ingest.manifest.remote import folder
 from ingest.manifest.source import ManifestSource
 from ingest.rehost import Rehoster, RehostJournal, StorageRetry, create_rehoster, journal_path
 from ingest.run.stats import RecentRate, RunStats
@@ -86,6 +87,9 @@ def _items_not_looked_at(stats: RunStats, looked_at: int) -> float:
     return queued + max(0, stats.total - stats.rows) * stats.to_rehost / stats.rows
 
 
-def manifest_dir(source: ManifestSource) -> Path:
-    """Where a manifest's relative source paths start: its folder (stdin: the working directory)."""
+def manifest_dir(source: ManifestSource) -> Path | str:
+    """Where a manifest's relative source paths start: its folder (stdin: the working directory; a remote
+    manifest: the URL of its folder, ``s3://b/dir/``)."""
+    if source.is_remote:
+        return folder(source.path)
     return Path.cwd() if source.is_stdin else Path(source.path).resolve().parent

@@ -18,6 +18,7 @@ import structlog
 
 from ingest.admission.admit import WorkItem
 from ingest.errors import AuthRejected, IngestError
+from ingest.manifest.remote import is_relative_path, join
 from ingest.models import canonical_bytes
 from ingest.rehost import Rehoster, SourceChanged, SourceError, StorageError, source_kind
 from ingest.results.record import Result, Status, error_dict
@@ -31,9 +32,11 @@ CHANGED_MESSAGE = (
 
 
 class RehostStep:
-    """Rehosts the items of one run; ``manifest_dirs`` maps a manifest's name to the folder its paths start from."""
+    """Rehosts the items of one run; ``manifest_dirs`` maps a manifest's name to the folder its relative paths start
+    from: a local folder, or the URL of a remote manifest's folder (``s3://b/dir/``: ``a.png`` is ``s3://b/dir/a.png``).
+    """
 
-    def __init__(self, rehoster: Rehoster, manifest_dirs: dict[str, Path], *, run_id: str) -> None:
+    def __init__(self, rehoster: Rehoster, manifest_dirs: dict[str, Path | str], *, run_id: str) -> None:
         self.rehoster = rehoster
         self.manifest_dirs = manifest_dirs
         self.run_id = run_id  # stamped on every record
@@ -43,9 +46,9 @@ class RehostStep:
         self, item: WorkItem, abort: Callable[[IngestError], None]
     ) -> tuple[dict[str, Any], bytes] | Result | None:
         """(rehost, body bytes to register), or the item's final record, or ``None`` (the run is aborted)."""
-        url = item.body["url"]
+        url, folder = self._where(item)
         try:
-            rehost = await self.rehoster.rehost(item.key, url, self._dir(item))
+            rehost = await self.rehoster.rehost(item.key, url, folder)
         except SourceChanged as exc:
             return self._record(item, Status.INVALID, error_dict("changed_since_ingested", str(exc), retryable=False))
         except SourceError as exc:
@@ -63,7 +66,7 @@ class RehostStep:
         if prior is None:
             return None
         try:
-            _, fingerprint = await self.rehoster.fingerprint(item.body["url"], self._dir(item))
+            _, fingerprint = await self.rehoster.fingerprint(*self._where(item))
         except SourceError:
             return None  # gone or unreachable: nothing to compare, and the asset exists
         if fingerprint.as_dict() == prior["fingerprint"]:
@@ -72,11 +75,16 @@ class RehostStep:
         error = error_dict("changed_since_ingested", CHANGED_MESSAGE, retryable=False)
         return self._record(item, Status.INVALID, error, rehost=prior)
 
-    def _dir(self, item: WorkItem) -> Path:
-        return self.manifest_dirs.get(item.manifest, Path.cwd())
+    def _where(self, item: WorkItem) -> tuple[str, Path]:
+        """The source to read and the local folder a relative path starts from."""
+        url: str = item.body["url"]
+        folder = self.manifest_dirs.get(item.manifest, Path.cwd())
+        if isinstance(folder, Path):
+            return url, folder
+        return (join(folder, url) if is_relative_path(url) else url), Path.cwd()
 
     def _failed(self, item: WorkItem, type_: str, message: str, *, retryable: bool) -> Result:
-        kind = source_kind(item.body["url"])
+        kind = source_kind(self._where(item)[0])
         self.failed_by_kind[kind] = self.failed_by_kind.get(kind, 0) + 1
         log.warning(
             "rehost.failed",

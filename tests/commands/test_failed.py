@@ -10,7 +10,7 @@ import anyio
 import orjson
 import pytest
 
-from ingest.commands.failed import write_failed_manifest
+from ingest.commands.failed import manifest_row, write_failed_manifest
 from ingest.commands.report import build_report
 from ingest.credentials import ApiKey
 from ingest.errors import UsageError
@@ -308,3 +308,16 @@ async def test_retryable_failures_rerun_from_the_written_manifest_succeed_with_t
         r["key"] for r in records if r["status"] == "succeeded"
     }
     assert write_failed_manifest([results], tmp_path / "again.jsonl").written == 0
+
+
+def test_a_failed_relative_row_of_a_bucket_manifest_is_anchored_beside_it() -> None:
+    """A failed ``media/a.png`` row of ``s3://lib/jobs/m.csv`` is rerun as ``s3://lib/jobs/media/a.png``, key kept."""
+    record = {
+        "status": "failed",
+        "manifest": "s3://lib/jobs/m.csv",
+        "line": 2,
+        "key": "k1",
+        "item": {"url": "media/a.png", "type": "image"},
+    }
+    row = manifest_row(record)
+    assert row is not None and row["url"] == "s3://lib/jobs/media/a.png" and row["idempotency_key"] == "k1"
