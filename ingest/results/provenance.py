@@ -28,24 +28,30 @@ MAX_CANDIDATES = 200  # results files looked at by ``elsewhere``, per directory
 MAX_FIRST_LINE = 1 << 20  # bytes of a candidate's first line read
 
 
-def same_manifest(path: str, recorded: dict[str, Any]) -> bool:
+def same_manifest(path: str, recorded: dict[str, Any], heads: dict[str, bytes | None] | None = None) -> bool:
     """Whether the manifest at ``path`` is the one ``recorded`` (same path, or same first bytes; a URL by its
-    name without the query, so a re-signed URL of the same object is the same manifest)."""
+    name without the query, so a re-signed URL of the same object is the same manifest). ``heads`` keeps a
+    remote manifest's first bytes between calls, so that it is fetched once, not once per candidate."""
     remote = is_remote(path)
     if recorded.get("path") == (display_name(path) if remote else path):
         return True
     size, digest = recorded.get("size"), recorded.get("head_sha256")
     if not isinstance(size, int) or not isinstance(digest, str) or path == "-":
         return False
+    want = min(size, HEAD_BYTES)
     if remote:
-        got = read_head(path, min(size, HEAD_BYTES))
-        return got is not None and hashlib.sha256(got[1]).hexdigest() == digest
-    try:
-        with Path(path).open("rb") as handle:
-            head = handle.read(min(size, HEAD_BYTES))
-    except OSError:
-        return False
-    return len(head) == min(size, HEAD_BYTES) and hashlib.sha256(head).hexdigest() == digest
+        memo = heads if heads is not None else {}
+        if path not in memo:
+            got = read_head(path, HEAD_BYTES)
+            memo[path] = None if got is None else got[1]
+        head = (memo[path] or b"")[:want]
+    else:
+        try:
+            with Path(path).open("rb") as handle:
+                head = handle.read(want)
+        except OSError:
+            return False
+    return len(head) == want and hashlib.sha256(head).hexdigest() == digest
 
 
 def foreign(
@@ -64,8 +70,9 @@ def foreign(
     problems = []
     recorded = history.manifests()
     names = ", ".join(sorted({str(m.get("path")) for m in recorded})) or "none recorded"
+    heads: dict[str, bytes | None] = {}
     for path in manifests:
-        if path != "-" and not any(same_manifest(path, m) for m in recorded) and not known(path):
+        if path != "-" and not any(same_manifest(path, m, heads) for m in recorded) and not known(path):
             problems.append(f"manifest {path} is not one this results file was made for ({names})")
     before = history.key_settings()
     if before is not None and before != key_settings:
@@ -79,13 +86,14 @@ def foreign(
 def elsewhere(results: Path, manifests: Sequence[str]) -> Path | None:
     """Another results file, beside ``results`` or a manifest, whose first run read one of ``manifests``."""
     directories = dict.fromkeys([results.parent, *(Path(m).parent for m in manifests if m != "-" and not is_remote(m))])
+    heads: dict[str, bytes | None] = {}
     for directory in directories:
         for candidate in _candidates(directory, results):
             first = _first_run(candidate)
             if first is None:
                 continue
             recorded = [m for m in first.get("manifests") or [] if isinstance(m, dict)]
-            if any(same_manifest(path, m) for path in manifests if path != "-" for m in recorded):
+            if any(same_manifest(path, m, heads) for path in manifests if path != "-" for m in recorded):
                 return candidate
     return None
 

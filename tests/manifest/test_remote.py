@@ -16,6 +16,8 @@ from ingest.errors import ManifestError
 from ingest.manifest.remote import display_name, folder, is_relative_path, join
 from ingest.manifest.source import ManifestSource, count_rows, preflight, read_manifest
 from ingest.results.naming import default_results_path
+from ingest.results.provenance import same_manifest
+from ingest.results.runlog import manifest_identity
 from tests.helpers.rehost import environment, loopback_s3
 from tests.helpers.remote import web_files
 
@@ -128,3 +130,19 @@ async def test_a_manifest_rewritten_while_read_stops_with_a_warning() -> None:
             rest: list[Any] = await in_thread(lambda: list(rows))
     assert first.line == 2 and 0 < len(rest) < 8000
     assert [e["manifest"] for e in logs if e["event"] == "manifest.changed"] == [web.url("m.csv")]
+
+
+def test_a_manifest_moved_into_a_bucket_or_re_signed_is_still_the_same_manifest(tmp_path: Path) -> None:
+    """The run record's identity of a local manifest matches its copy in a bucket by its first bytes; a URL
+    matches itself whatever its query; another object does not match."""
+    local = tmp_path / "library.csv"
+    local.write_bytes(CSV)
+    recorded = manifest_identity(str(local))
+    with loopback_s3("lib", {"moved/library.csv": CSV, "other.csv": JSONL}) as env, environment(env):
+        heads: dict[str, bytes | None] = {}
+        assert same_manifest("s3://lib/moved/library.csv", recorded, heads)
+        assert not same_manifest("s3://lib/other.csv", recorded, heads)
+        remote = manifest_identity("s3://lib/moved/library.csv")
+    assert remote == {**recorded, "path": "s3://lib/moved/library.csv"}
+    signed = {"path": "https://h/m.csv?…", "size": None, "head_sha256": None}
+    assert same_manifest("https://h/m.csv?X-Amz-Signature=new", signed)
