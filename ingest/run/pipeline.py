@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -41,7 +41,6 @@ from ingest.results.lock import FamilyMode, ResultsLock
 from ingest.results.record import Result, Status
 from ingest.results.sink import ResultsSink
 from ingest.run.control import FailureThreshold, RunControl, stop_after, watch_signals
-from ingest.run.metrics import Metrics, export_metrics
 from ingest.run.producer import Producer, count_total
 from ingest.run.progress import progress_figures, report_progress
 from ingest.run.rehosting import RehostFigures, rehost_stage
@@ -58,6 +57,9 @@ from ingest.upload.rehosting import RehostStep
 from ingest.upload.replays import ReplayWatch
 from ingest.upload.retry import RetryPolicy
 from ingest.upload.transport import shown_proxy
+
+if TYPE_CHECKING:  # prometheus_client is imported only by a run that asks for metrics (start-up time)
+    from ingest.run.metrics import Metrics
 
 # Items in progress per request slot: the others wait out a backoff or a Retry-After without holding a slot.
 ITEMS_PER_SLOT = 4
@@ -225,6 +227,8 @@ class _Run:
             if config.handle_signals:
                 aux.start_soon(partial(watch_signals, self.control, grace=config.grace_period, stats=self.stats))
             if metrics is not None and metrics.textfile is not None:
+                from ingest.run.metrics import export_metrics
+
                 aux.start_soon(export_metrics, metrics, config.progress_interval)
             aux.start_soon(report_progress, config.progress, self.figures, config.progress_interval)
             await count_total(config.sources, self.stats, self.admission, known=len(self.index), shard=config.shard)
@@ -317,6 +321,8 @@ def start_metrics(config: RunConfig, stats: RunStats, limiter: RateLimiter) -> M
     """The metrics endpoint and/or textfile, when asked for."""
     if config.metrics_port is None and config.metrics_textfile is None:
         return None
+    from ingest.run.metrics import Metrics
+
     metrics = Metrics(stats, limiter, textfile=config.metrics_textfile)
     if config.metrics_port is not None:
         port = metrics.serve(config.metrics_port, config.metrics_host)
