@@ -20,6 +20,7 @@ import hashlib
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
@@ -30,6 +31,9 @@ from ingest.rehost.journal import PendingMultipart, RehostJournal
 from ingest.rehost.sources import Fingerprint, Source, SourceError
 from ingest.rehost.storage import UnknownUpload
 from ingest.rehost.tally import Transfer
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 log = structlog.get_logger("ingest.rehost.multipart")
 
@@ -134,9 +138,8 @@ class MultipartUpload:
     ) -> tuple[str, int, int, int]:
         """Hand every part not yet acknowledged to the workers: (sha256, size, parts, parts skipped)."""
         sha, size, count, resumed = hashlib.sha256(), 0, 0, 0
-        async with contextlib.aclosing(self._parts(pending.part_size)) as parts:
+        async with contextlib.aclosing(self._parts(pending.part_size, sha)) as parts:
             async for number, data in parts:
-                sha.update(data)
                 size, count = size + len(data), number
                 if number in pending.etags:
                     resumed += 1
@@ -146,10 +149,11 @@ class MultipartUpload:
                 await send.send((number, data))
         return sha.hexdigest(), size, count, resumed
 
-    async def _parts(self, part_size: int) -> AsyncGenerator[tuple[int, bytearray]]:
-        """The source cut into numbered parts, each in its own buffer taken from the pool."""
+    async def _parts(self, part_size: int, sha: _Hash) -> AsyncGenerator[tuple[int, bytearray]]:
+        """The source cut into numbered parts, each in its own buffer taken from the pool; every byte hashed into
+        ``sha`` in order, as the source reads it (off the event loop for a local file)."""
         number, buffer, filled = 0, bytearray(), 0
-        async with contextlib.aclosing(self.source.read()) as chunks:
+        async with contextlib.aclosing(self.source.read(digest=sha)) as chunks:
             async for chunk in chunks:
                 view = memoryview(chunk)
                 while view:

@@ -142,7 +142,7 @@ class Rehoster:
     ) -> tuple[str, str, int, str]:
         """(fal url, sha256, size, how): how is "single", "multipart" or "deduplicated"."""
         if self.options.dedupe_content and source.kind == "local":
-            digest, size = await _hash(source.read())
+            digest, size = await _hash(source)
             if (known := self.journal.by_sha256.get(digest)) is not None:
                 self.reused += 1
                 return known, digest, size, "deduplicated"
@@ -192,22 +192,20 @@ class _Hashing:
 
     async def read(self) -> AsyncGenerator[bytes]:
         seen = 0
-        async with contextlib.aclosing(self.source.read()) as chunks:
+        async with contextlib.aclosing(self.source.read(digest=self.digest)) as chunks:
             async for chunk in chunks:
                 seen += len(chunk)
                 if seen > self.size:
                     raise SourceError(f"{self.source.location} grew while being read", retryable=True)
-                self.digest.update(chunk)
                 self.transfer.sent(len(chunk))
                 yield chunk
         if seen != self.size:
             raise SourceError(f"{self.source.location} shrank while being read", retryable=True)
 
 
-async def _hash(chunks: AsyncGenerator[bytes]) -> tuple[str, int]:
+async def _hash(source: Source) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
-    async with contextlib.aclosing(chunks) as stream:
+    async with contextlib.aclosing(source.read(digest=digest)) as stream:
         async for chunk in stream:
-            digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
