@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-COPY_CHUNK = 1 << 20
+COPY_CHUNK = 4 << 20
 
 
 @dataclass(slots=True)
@@ -109,24 +109,25 @@ class BlobStore:
         self.by_url[stored.access_url] = stored
 
     def assemble(self, upload: PendingUpload, order: list[int]) -> StoredFile:
-        """Concatenate ``upload``'s parts in ``order`` into its final file, hashing as it goes."""
+        """Concatenate ``upload``'s parts in ``order`` into its final file, hashing as it goes; the caller makes it
+        reachable (``add_file``). Touches nothing shared, so that it may run in a worker thread."""
         final = self.root / upload.file_id
         digest, size = hashlib.sha256(), 0
+        buffer = bytearray(COPY_CHUNK)
+        view = memoryview(buffer)
         with final.open("wb") as out:
             for number in order:
                 part_path = upload.parts[number][0]
                 with part_path.open("rb") as part:
-                    while chunk := part.read(COPY_CHUNK):
-                        digest.update(chunk)
-                        size += len(chunk)
-                        out.write(chunk)
+                    while filled := part.readinto(buffer):
+                        digest.update(view[:filled])
+                        size += filled
+                        out.write(view[:filled])
         for part_path, _ in upload.parts.values():
             part_path.unlink(missing_ok=True)
-        stored = StoredFile(
+        return StoredFile(
             upload.file_id, upload.file_name, upload.content_type, final, size, digest.hexdigest(), upload.access_url
         )
-        self.add_file(stored)
-        return stored
 
     def forget_pending(self) -> int:
         """Drop every multipart upload in progress (their ids become unknown); returns how many."""
