@@ -15,7 +15,8 @@ Parts may arrive, and be listed in ``complete``, in any order.
 accepted until ``token_ttl_s`` after it was issued; then 401. A body without ``Content-Length`` gets a 411. An
 unknown ``uploadId`` gets a 404. Faults (``StorageConfig``): 429 and 503 with ``Retry-After``, an ingress-style 502
 (nginx's HTML page), a part's connection closed halfway through its body, a part answered without an ``ETag``.
-Admin: ``GET /_admin/storage/stats``, ``GET /_admin/storage/files``, ``POST /_admin/storage/forget`` (every pending
+Admin: ``GET /_admin/storage/stats`` (``?reset_window=1`` starts a new transfer window once read), ``GET
+/_admin/storage/files``, ``POST /_admin/storage/forget`` (every pending
 ``uploadId`` becomes unknown).
 """
 
@@ -25,6 +26,7 @@ import hashlib
 import hmac
 import random
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -36,6 +38,7 @@ from aiohttp import web
 from ingest.fakeserver.blobs import BlobStore, PendingUpload, StorageLedger, StoredFile
 from ingest.fakeserver.config import StorageConfig
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 READ_CHUNK = 1 << 20
 INGRESS_502 = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>"
@@ -96,7 +99,7 @@ class FakeStorage:
         scratch.replace(final)
         name, content_type = _file_name(request), request.content_type
         url = f"{request.url.origin()}/files/{file_id}/{quote(name)}"
-        self.blobs.add_file(StoredFile(file_id, name, content_type, final, size, sha256, url))
+        self.blobs.add_file(StoredFile(file_id, name, content_type, (final,), size, sha256, url))
         self.ledger.single_uploads += 1
         return self._json(200, {"access_url": url})
 
@@ -161,11 +164,23 @@ class FakeStorage:
         stored = self.blobs.files.get(request.match_info["file_id"])
         if stored is None:
             raise web.HTTPNotFound()
-        return web.FileResponse(stored.path, headers={"Content-Type": stored.content_type})
+        if len(stored.segments) == 1:
+            return web.FileResponse(stored.segments[0], headers={"Content-Type": stored.content_type})
+        response = web.StreamResponse(headers={"Content-Type": stored.content_type})
+        response.content_length = stored.size
+        await response.prepare(request)
+        for segment in stored.segments:
+            with open(segment, "rb") as part:  # noqa: ASYNC230 (the page cache, as _receive's writes)
+                while chunk := part.read(READ_CHUNK):
+                    await response.write(chunk)
+        await response.write_eof()
+        return response
 
     async def admin_stats(self, request: web.Request) -> web.Response:
-        """``GET /_admin/storage/stats``."""
+        """``GET /_admin/storage/stats``; ``?reset_window=1`` then starts a new transfer window."""
         stats = self.ledger.stats(len(self.blobs.files))
+        if request.query.get("reset_window") == "1":
+            self.ledger.window_start = self.ledger.window_end = None
         return web.Response(body=orjson.dumps(stats), content_type="application/json")
 
     async def admin_files(self, request: web.Request) -> web.Response:
@@ -248,14 +263,27 @@ def add_storage_routes(app: web.Application, storage: FakeStorage, admin: str) -
     """Route the storage API (at the root) and its admin endpoints."""
     part = "/files/{file_id}/{name}/multipart/{upload_id}"
     app.router.add_post("/storage/auth/token", storage.token)
-    app.router.add_post("/files/upload", storage.upload)
-    app.router.add_post("/files/upload/multipart", storage.start)
-    app.router.add_put(part + "/{part}", storage.part)
-    app.router.add_post(part + "/complete", storage.complete)
+    app.router.add_post("/files/upload", _timed(storage, storage.upload))
+    app.router.add_post("/files/upload/multipart", _timed(storage, storage.start))
+    app.router.add_put(part + "/{part}", _timed(storage, storage.part))
+    app.router.add_post(part + "/complete", _timed(storage, storage.complete))
     app.router.add_get("/files/{file_id}/{name}", storage.serve_file)
     app.router.add_get(f"{admin}/storage/stats", storage.admin_stats)
     app.router.add_get(f"{admin}/storage/files", storage.admin_files)
     app.router.add_post(f"{admin}/storage/forget", storage.admin_forget)
+
+
+def _timed(storage: FakeStorage, handler: Handler) -> Handler:
+    """``handler``, inside the ledger's transfer window."""
+
+    async def timed(request: web.Request) -> web.StreamResponse:
+        storage.ledger.transfer_started(time.monotonic())
+        try:
+            return await handler(request)
+        finally:
+            storage.ledger.transfer_answered(time.monotonic())
+
+    return timed
 
 
 def _file_name(request: web.Request) -> str:

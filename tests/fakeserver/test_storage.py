@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -59,6 +60,27 @@ async def test_single_upload_round_trips_the_bytes() -> None:
         assert server.storage is not None and server.storage.issued(url)
         stats = server.storage.ledger.stats(len(server.storage.blobs.files))
         assert stats["single_uploads"] == 1 and stats["tokens_issued"] == 1 and stats["files"] == 1
+
+
+@pytest.mark.anyio
+async def test_transfer_window_spans_the_uploads_and_resets_when_asked() -> None:
+    """The stats' transfer window runs from the first upload request to the last answer; reset_window=1 clears it."""
+    async with running_fake_server() as server, aiohttp.ClientSession() as session:
+        stats_url = f"{server.admin_url}/storage/stats"
+        token = await _token(session, server)
+        async with session.get(stats_url) as resp:
+            assert (await resp.json())["window"] == {"start": None, "end": None}  # a token is not an upload
+        headers = {**_bearer(token), "Content-Type": "video/mp4"}
+        before = time.monotonic()
+        for _ in range(2):
+            async with session.post(f"{server.storage_url}/files/upload", data=b"x" * 1000, headers=headers) as resp:
+                assert resp.status == 200
+        after = time.monotonic()
+        async with session.get(stats_url + "?reset_window=1") as resp:
+            window = (await resp.json())["window"]
+        assert before <= window["start"] < window["end"] <= after
+        async with session.get(stats_url) as resp:
+            assert (await resp.json())["window"] == {"start": None, "end": None}
 
 
 @pytest.mark.anyio
