@@ -6,11 +6,12 @@ source ──► reader (hashes every byte in order, cuts PART_SIZE parts) ─�
 ```
 
 Memory is bounded by the run's pool of part buffers (``PartBuffers``), shared by every file being uploaded: a buffer
-is taken before the reader fills it and given back once its part is acknowledged, so at most ``pool × PART_SIZE``
-bytes are held, whatever the number or size of files. A part that fails is sent again from its buffer (the source is
-not read twice). Each acknowledged part is journaled; a rerun whose journal holds an unfinished upload of the same
-source (same fingerprint, younger than ``max_age``) re-reads the source to hash it, skips the acknowledged parts and
-completes the same ``uploadId``. If the storage no longer knows it, the upload starts afresh once.
+is taken before the reader fills it and given back once its part is acknowledged (before the part is journaled), so at
+most ``pool × PART_SIZE`` bytes are held, whatever the number or size of files. A part that fails is sent again from
+its buffer (the source is not read twice). Each acknowledged part is journaled; a rerun whose journal holds an
+unfinished upload of the same source (same fingerprint, younger than ``max_age``) re-reads the source to hash it,
+skips the acknowledged parts and completes the same ``uploadId``. If the storage no longer knows it, the upload starts
+afresh once.
 """
 
 from __future__ import annotations
@@ -181,19 +182,22 @@ class MultipartUpload:
     ) -> None:
         async with parts:
             async for number, data in parts:
+                size = len(data)
                 try:
-                    etag = await self.client.put_part(
-                        pending.access_url, pending.upload_id, number, data, self.content_type
-                    )
+                    try:
+                        etag = await self.client.put_part(
+                            pending.access_url, pending.upload_id, number, data, self.content_type
+                        )
+                    finally:  # acknowledged or failed, the bytes are done with: the reader refills while we journal
+                        del data
+                        self._give_back()
                     await self.journal.record_part(self.key, pending, number, etag)
-                    self.transfer.sent(len(data))
+                    self.transfer.sent(size)
                 except Exception as exc:  # the first failure ends the upload; the caller sees it
                     if self._error is None:
                         self._error = exc
                     scope.cancel()
                     return
-                finally:
-                    self._give_back()
 
     async def _take(self) -> None:
         await self.buffers.take()

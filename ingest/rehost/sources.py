@@ -145,15 +145,15 @@ class LocalSource:
             raise SourceError(f"cannot read {self.path}: {exc.strerror}", retryable=True) from None
 
         def next_chunk() -> bytes:  # in a worker thread: the read and the hash (hashlib releases the GIL)
-            chunk = file.read(CHUNK)
+            data = file.read(CHUNK)
             if digest is not None:
-                digest.update(chunk)
-            return chunk
+                digest.update(data)
+            return data
 
         try:  # closed synchronously, so that a generator dropped unfinished still closes its file
             file.seek(offset)
-            while chunk := await anyio.to_thread.run_sync(next_chunk):
-                yield chunk
+            while data := await anyio.to_thread.run_sync(next_chunk):
+                yield data
         finally:
             file.close()
 
@@ -188,10 +188,10 @@ class HttpSource:
         try:
             async with self._session.get(self.location, headers=headers, timeout=timeout) as resp:
                 _check_status(resp.status, self.location)
-                async for chunk in resp.content.iter_chunked(CHUNK):
+                async for data in resp.content.iter_chunked(CHUNK):
                     if digest is not None:
-                        digest.update(chunk)
-                    yield chunk
+                        digest.update(data)
+                    yield data
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise SourceError(f"{self.location}: {type(exc).__name__}: {exc}", retryable=True) from None
 
@@ -235,8 +235,8 @@ class ObjectSource:
         options: dict[str, Any] = {"range": {"offset": offset}} if offset else {}
         try:
             result = await obstore.get_async(self._store, self._path, options=options)  # type: ignore[arg-type]
-            async for chunk in result.stream(min_chunk_size=CHUNK):
-                data = bytes(chunk)
+            async for piece in result.stream(min_chunk_size=CHUNK):
+                data = bytes(piece)
                 if digest is not None:
                     digest.update(data)
                 yield data

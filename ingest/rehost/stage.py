@@ -71,11 +71,12 @@ def create_rehoster(
     policy: StorageRetry,
     rng: random.Random,
 ) -> Rehoster:
-    """A rehoster sharing the run's session; part buffers: one per upload slot, plus one being filled."""
+    """A rehoster sharing the run's session; part buffers: one per upload slot, plus one being filled and one filled
+    ready for the next free slot (with one spare, a slot waited for the reader after every part)."""
     requests = Requests(session, policy, rng, slots=anyio.CapacityLimiter(config.upload_concurrency))
     tokens = TokenCache(session, api_key, config.storage_url)
     client = StorageClient(requests, tokens, bandwidth=Bandwidth(config.bwlimit))
-    buffers = PartBuffers(config.upload_concurrency + 1)
+    buffers = PartBuffers(config.upload_concurrency + 2)
     return Rehoster(client, Sources(session), journal, buffers, config.options)
 
 
