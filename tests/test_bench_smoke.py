@@ -52,6 +52,7 @@ EXPECTED_ROWS = [
     "peers: httpx AsyncClient loop items/s",
     "peers: bare aiohttp loop on uvloop items/s",
     "rehost: MiB/s, local files",
+    "rehost: MiB/s, transfer alone",
     "rehost: peak RSS MB, one big file",
 ]
 
