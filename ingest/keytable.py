@@ -81,24 +81,12 @@ class KeyTable:
 
     def put(self, fp: int, value: int) -> None:
         """Store ``value`` for fingerprint ``fp`` (replacing an earlier one)."""
-        fps = self._fps
-        capacity = len(fps)
-        slot = fp % capacity
-        while True:
-            found = fps[slot]
-            if found == fp:
-                self._values[slot] = value
-                return
-            if found == 0:
-                fps[slot] = fp
-                self._values[slot] = value
-                self._count += 1
-                if self._count > self._limit:
-                    self._grow()
-                return
-            slot += 1
-            if slot == capacity:
-                slot = 0
+        if self.put_new(fp, value) is not None:  # there already: a second probe, only to replace its value
+            fps, capacity = self._fps, len(self._fps)
+            slot = fp % capacity
+            while fps[slot] != fp:
+                slot = slot + 1 if slot + 1 < capacity else 0
+            self._values[slot] = value
 
     def put_new(self, fp: int, value: int) -> int | None:
         """Store ``value`` for ``fp`` unless ``fp`` is there: then leave it, and return its value (one probe)."""
@@ -129,7 +117,7 @@ class KeyTable:
         self._limit = int(capacity * MAX_LOAD)
         for fp, value in zip(old_fps, old_values, strict=True):
             if fp:
-                self.put(fp, value)
+                self.put_new(fp, value)
 
     def arrays(self) -> tuple[array[int], array[int]]:
         """The fingerprint and value arrays (what ``dump`` writes, in that order)."""

@@ -16,6 +16,7 @@ from aiohttp import web
 from ingest.credentials import ApiKey
 from ingest.fakeserver import FakeServer
 from ingest.rehost import RehostConfig, Rehoster, RehostJournal, RehostOptions, StorageRetry, create_rehoster
+from tests.helpers.net import serving
 
 FAST_POLICY = StorageRetry(max_attempts=12, max_retry_time=60, backoff_initial=0.01, backoff_max=0.05)
 
@@ -87,15 +88,8 @@ async def foreign_host(root: Path) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/media/{name}", serve)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}/media"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as origin:
+        yield f"{origin}/media"
 
 
 @contextlib.contextmanager

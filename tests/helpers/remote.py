@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tests.helpers.net import serving
+
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 
 
@@ -60,13 +62,6 @@ async def web_files(files: dict[str, bytes], *, ranges: bool = True) -> AsyncIte
 
     app = web.Application()
     app.router.add_get("/{name:.+}", serve)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    state.base = f"http://{host}:{port}"
-    try:
+    async with serving(app) as origin:
+        state.base = origin
         yield state
-    finally:
-        await runner.cleanup()
