@@ -63,8 +63,7 @@ class FakeAssetsApi:
         self.faults = Faults(config.faults)
         self.revoked = False  # the API key was revoked: every upload gets a 403
         self._api_key = config.api_key.encode()
-        rate = config.faults.bucket_rate
-        # The per-second quota announced in rate-limit headers.
+        rate = config.faults.bucket_rate  # the per-second quota announced in rate-limit headers:
         self._quota = DEFAULT_QUOTA if rate is None else max(1, round(rate))
 
     async def upload(self, request: web.Request) -> web.StreamResponse:
@@ -78,6 +77,7 @@ class FakeAssetsApi:
             # The connection was dropped on purpose: aiohttp quietly fails to write this to the closed socket.
             return web.Response(status=500)
         self.ledger.record_answer(answer.status)
+        answer.headers.update(self.faults.quota_headers(quota=self._quota))  # none unless quota_headers is set
         return answer
 
     def _authenticate(self, request: web.Request, request_id: str, number: int) -> web.Response | None:

@@ -25,6 +25,12 @@ RateLimitHint = Literal[
     "none",  # a bare 429: the client falls back to its own backoff
 ]
 
+QuotaHeaders = Literal[
+    "none",  # answers say nothing of the bucket (only a 429 carries its hint)
+    "ratelimit",  # every answer: RateLimit-Policy: "default";q=<rate>;w=1 and RateLimit: "default";r=<left>;t=<s>
+    "ratelimit-reset",  # every answer: RateLimit-Limit / -Remaining / -Reset (the older draft)
+]
+
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Seconds = Annotated[float, Field(ge=0.0)]
 
@@ -53,6 +59,8 @@ class FaultConfig(BaseModel):
     slow_s: Seconds = 30.0
     bucket_rate: Annotated[float, Field(gt=0.0)] | None = None
     bucket_burst: Annotated[int, Field(ge=1)] = 1
+    # With a bucket: every answer of the uploads endpoint announces its policy and what is left of it (a 201 too).
+    quota_headers: QuotaHeaders = "none"
     revoke_after: Annotated[int, Field(ge=0)] | None = None
     base_latency_s: Seconds = 0.0
 

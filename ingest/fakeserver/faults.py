@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from ingest.fakeserver.config import FaultConfig
-from ingest.fakeserver.ratelimit import TokenBucket
+from ingest.fakeserver.ratelimit import TokenBucket, quota_headers
 
 CommitFailure = Literal["error", "drop"]  # answer 500, or close the connection without an answer
 
@@ -43,6 +43,12 @@ class Faults:
         if self._hit(self.config.p_429):
             return self.config.retry_after_s
         return None
+
+    def quota_headers(self, *, quota: int) -> dict[str, str]:
+        """The headers announcing the bucket on every answer (``FaultConfig.quota_headers``); none without one."""
+        if self._bucket is None or self.config.quota_headers == "none":
+            return {}
+        return quota_headers(self.config.quota_headers, self._bucket, quota=quota, now=self._clock())
 
     def server_error(self) -> int | None:
         """A 5xx status to answer with before doing anything, or None."""

@@ -9,6 +9,10 @@ The hint styles are the ones clients meet in the wild, newest first:
 - ``retry-after-seconds`` / ``retry-after-date``: RFC 9110 section 10.2.3, delta-seconds or an HTTP-date;
 - ``none``: no hint at all.
 
+With ``quota_headers`` set, every answer (a 201 too) also announces the bucket (``quota_headers``): its rate as the
+policy (``q`` per ``w=1`` second), the whole tokens left as ``r``, and as ``t`` the seconds until the next token when
+none is left (else until the bucket is full).
+
 Every style carries whole seconds (all of these headers are integers or dates), rounded up so that a client
 honouring the hint never retries too early.
 """
@@ -18,7 +22,7 @@ from __future__ import annotations
 import math
 from email.utils import formatdate
 
-from ingest.fakeserver.config import RateLimitHint
+from ingest.fakeserver.config import QuotaHeaders, RateLimitHint
 
 
 class TokenBucket:
@@ -39,8 +43,28 @@ class TokenBucket:
             return 0.0
         return (1.0 - self._tokens) / self._rate
 
+    def left(self, now: float) -> tuple[int, int]:
+        """What a quota header announces, without taking: whole tokens left, and the seconds (rounded up) until
+        the next token when none is left, else until the bucket is full again."""
+        tokens = min(self._burst, self._tokens + (now - self._updated_at) * self._rate)
+        missing = 1.0 - tokens if tokens < 1.0 else self._burst - tokens
+        return math.floor(tokens), math.ceil(missing / self._rate)
+
     def __repr__(self) -> str:
         return f"TokenBucket(rate={self._rate}, burst={self._burst}, tokens={self._tokens:.2f})"
+
+
+def quota_headers(style: QuotaHeaders, bucket: TokenBucket, *, quota: int, now: float) -> dict[str, str]:
+    """The headers every answer carries when the server announces its quota (``FaultConfig.quota_headers``);
+    ``now`` is the bucket's (monotonic) clock."""
+    left, reset = bucket.left(now)
+    match style:
+        case "ratelimit":
+            return {"RateLimit-Policy": f'"default";q={quota};w=1', "RateLimit": f'"default";r={left};t={reset}'}
+        case "ratelimit-reset":
+            return {"RateLimit-Limit": f"{quota}", "RateLimit-Remaining": f"{left}", "RateLimit-Reset": f"{reset}"}
+        case "none":
+            return {}
 
 
 def rate_limit_headers(style: RateLimitHint, wait_s: float, *, quota: int, now: float) -> dict[str, str]:

@@ -209,7 +209,7 @@ class _Run:
                     self.rehoster = rehosting.rehoster if rehosting is not None else None
                     client = AssetsClient(session, self.api_key, self.config.client)
                     if self.config.preflight:
-                        await preflight(client)  # a wrong URL or key stops here: nothing sent, nothing recorded
+                        await preflight(client, self.limiter)  # a wrong URL or key stops here: nothing sent
                     await self._supervise(client, rehosting, metrics)
             finally:
                 if metrics is not None:

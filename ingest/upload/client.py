@@ -30,6 +30,7 @@ from ingest.credentials import ApiKey
 from ingest.models import ErrorEnvelope, UploadResponse
 from ingest.settings import default
 from ingest.upload.masking import SecretMask
+from ingest.upload.quota import Quota, QuotaReader
 from ingest.upload.retry import server_wait
 from ingest.version import __version__
 
@@ -59,6 +60,7 @@ class AttemptResult:
     server_wait: float | None = None
     request_id: str | None = None
     replayed: bool = False  # the server says it replayed an earlier answer for this key (Idempotent-Replayed)
+    quota: Quota | None = None  # what RateLimit-Policy / RateLimit (or the older trio) announced, if anything
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,7 @@ class AssetsClient:
         self.url = options.base_url.rstrip("/") + UPLOAD_PATH  # the one endpoint this client talks to
         # A server or proxy that echoes the Authorization header must not get the key into our records.
         self._mask = SecretMask(api_key.parts())
+        self._quota = QuotaReader()  # the server's announced rate policy, read from every answer
         self._headers = {  # built once; the per-attempt copy only adds the idempotency key
             "Authorization": api_key.header(),
             "User-Agent": USER_AGENT,
@@ -142,6 +145,7 @@ class AssetsClient:
 
     def _interpret(self, resp: aiohttp.ClientResponse, payload: bytes) -> AttemptResult:
         request_id = self._mask.optional(resp.headers.get("x-request-id"))
+        quota = self._quota.read(resp.headers)
         if resp.status == 201:
             answer = _success(payload, request_id)
             if b"\\" in payload:  # a JSON escape may spell the key: mask the decoded strings too
@@ -149,7 +153,7 @@ class AssetsClient:
                 answer = AttemptResult(201, asset, answer.error, request_id=self._mask.optional(answer.request_id))
             if resp.headers.get("Idempotent-Replayed") == "true":
                 answer = dataclasses.replace(answer, replayed=True)
-            return answer
+            return answer if quota is None else dataclasses.replace(answer, quota=quota)
         wait = server_wait(resp.headers, now=time.time(), max_wait=self._options.max_server_wait)
         if 300 <= resp.status < 400:
             location = self._mask.text(resp.headers.get("Location", "(no Location)"))
@@ -163,7 +167,7 @@ class AssetsClient:
         else:
             error = _error_info(resp.status, resp.reason, payload, request_id)
             error = ErrorInfo(error.type, self._mask.text(error.message), self._mask.optional(error.request_id))
-        return AttemptResult(resp.status, error=error, server_wait=wait, request_id=error.request_id)
+        return AttemptResult(resp.status, error=error, server_wait=wait, request_id=error.request_id, quota=quota)
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -143,6 +143,8 @@ class Consumer:
                 answer = await self._attempt(item, body, sent, retry=attempt > 1)
             outcome = classify(answer.status, has_asset=answer.asset is not None)
             elapsed = time.monotonic() - started
+            if answer.quota is not None:  # the server announced its policy: a ceiling, perhaps a spent quota
+                self.limiter.advise(answer.quota, sent_at=sent, throttled=outcome is Outcome.THROTTLED)
             if outcome is Outcome.SUCCESS:
                 self.health.alive(sent=sent)
                 observe(sent_at=sent, throttled=False, wait=None)

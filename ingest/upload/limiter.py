@@ -37,10 +37,13 @@ from collections.abc import Awaitable, Callable
 import anyio
 from aiolimiter import AsyncLimiter
 
+from ingest.upload.quota import Quota
 from ingest.upload.throttle import LimitDetector
 
 WINDOW = 1.0 + 0.010  # seconds; see "Hard cap" above
 WINDOW_LOG_MAX = 10_000  # requests/s above which the hard-cap log is not kept
+PLATEAU = 15.0  # seconds the rate holds just below a measured server limit before probing above it again
+HEADROOM = 0.03  # an announced ceiling (q / w) is paced this fraction below, as a measured limit is
 
 
 class RateLimiter:
@@ -84,9 +87,13 @@ class RateLimiter:
         self._lock = asyncio.Lock()
         self._last_change = self._clock()  # when the effective rate last moved (for recovery)
         self._last_decrease = -math.inf  # when the effective rate was last cut (to merge a burst of 429s)
+        self._last_decrease_before = -math.inf  # the cut before it
         self.detector = LimitDetector(now=self._clock())  # the pattern of recent answers
         self.limited = False  # the pattern says the account is over its rate: 429s slow the run
         self._limited_from = rate  # the effective rate when the limited state began (restored if it was noise)
+        self.ceiling = rate  # the highest effective rate: --rate, or below it what the server's policy announces
+        self.known_limit: float | None = None  # the server's rate as measured at the latest cut, if it was
+        self._pause_began = -math.inf  # when the latest quota pause was set (answers sent before it say nothing new)
 
     def _new_bucket(self, rate: float) -> AsyncLimiter:
         # After the server pushed back (effective rate below the configured one), pace strictly with a bucket of
@@ -111,7 +118,7 @@ class RateLimiter:
         """Wait until one more request may be sent."""
         async with self._lock:
             await self._wait_for_pause()
-            self._maybe_recover()
+            self.recover()
             await self._bucket.acquire()
             if self._keep_window:
                 await self._wait_for_window()
@@ -148,7 +155,7 @@ class RateLimiter:
         self.detector.observe(throttled, now)
         if self.detector.cut_did_not_help() and self.effective_rate <= self._limited_from / 2:
             self.limited = False  # the share of 429s did not follow the rate: noise, not a limit
-            self._set_rate(self._limited_from, now)
+            self._set_rate(min(self.ceiling, self._limited_from), now)
             self.detector.clear()
             return False
         if throttled:
@@ -168,19 +175,49 @@ class RateLimiter:
         # Many consumers get their 429 at once: count them as one congestion signal per pacing interval.
         if now - self._last_decrease < min(1.0, self.recovery_interval):
             return
-        self._last_decrease = now
-        landing = self.detector.landing_rate(self.effective_rate, self.decrease) if self.limited else None
-        self._set_rate(max(self.min_rate, landing or self.effective_rate * self.decrease), now)
+        self._last_decrease_before, self._last_decrease = self._last_decrease, now
+        landing = self.effective_rate * self.decrease
+        if self.limited:
+            since = max(self._last_decrease_before, self.paused_until)  # since the previous cut (a pause is silent)
+            landing, measured = self.detector.landing_rate(self.effective_rate, self.decrease, now=now, since=since)
+            self.known_limit = measured if measured is not None else self.known_limit
+        self._set_rate(min(self.ceiling, max(self.min_rate, landing)), now)
         if self.limited:
             self.detector.clear()  # from now on, only answers to requests sent after this cut count
 
-    def _maybe_recover(self) -> None:
-        if self.effective_rate >= self.rate:
+    def advise(self, quota: Quota, *, sent_at: float, throttled: bool) -> None:
+        """What the server announced (``RateLimit-Policy`` / ``RateLimit``): its policy's rate is a ceiling (a
+        ``HEADROOM`` below), and a spent quota (``r=0``, ``t=N``) holds every consumer N seconds. A 429's own
+        ``r=0`` is not taken as the account's: that is the pattern's to say (``observe``), as for any 429."""
+        now = self._clock()
+        if quota.ceiling is not None:
+            ceiling = min(self.rate, max(quota.ceiling * (1 - HEADROOM), 0.05))
+            if ceiling != self.ceiling:
+                pinned = self.effective_rate >= self.ceiling  # held down by the old ceiling only
+                self.ceiling = ceiling
+                if self.effective_rate > ceiling or (pinned and not self.limited):
+                    self._set_rate(ceiling, now)
+        if quota.exhausted_for and not throttled and not (sent_at < self._pause_began < self.paused_until):
+            self.paused_until = max(self.paused_until, now + quota.exhausted_for)
+            self._pause_began = now
+
+    def recover(self) -> None:
+        """Let the effective rate climb back if it is time (``acquire`` calls it before every request)."""
+        if self.effective_rate >= self.ceiling:
             return
         now = self._clock()
         if now - self._last_change >= self.recovery_interval and now >= self.paused_until:
+            top = self.ceiling
+            if self.limited and self.known_limit is not None:
+                # Back to just below the measured limit at once; above it, probe only after a plateau (TCP CUBIC's
+                # idea: the last limit is where the loss was, so the rate lingers below it).
+                below = self.known_limit * (1 - self.detector.margin)
+                if self.effective_rate < below:
+                    top = min(top, below)
+                elif now - self._last_decrease < PLATEAU:
+                    return
             step = self.rate * self.increase / (5 if self.limited else 1)
-            self._set_rate(min(self.rate, self.effective_rate + step), now)
+            self._set_rate(min(top, self.effective_rate + step), now)
 
     def _set_rate(self, rate: float, now: float) -> None:
         self.effective_rate = rate

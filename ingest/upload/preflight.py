@@ -20,12 +20,15 @@ network is still coming up).
 
 from __future__ import annotations
 
+import time
+
 import anyio
 import structlog
 
 from ingest.errors import AuthRejected, IngestError, ServiceUnavailable, TlsFailure
 from ingest.settings import DEFAULT_BASE_URL
 from ingest.upload.client import AssetsClient, AttemptResult
+from ingest.upload.limiter import RateLimiter
 
 PREFLIGHT_RETRIES = (1.0, 2.0)  # seconds before each further try while the server cannot be reached
 USABLE = frozenset({400, 422})
@@ -60,9 +63,10 @@ def judge(answer: AttemptResult, url: str) -> IngestError | None:
     return None
 
 
-async def preflight(client: AssetsClient) -> AttemptResult:
+async def preflight(client: AssetsClient, limiter: RateLimiter | None = None) -> AttemptResult:
     """Probe ``client``'s endpoint; raise the ``judge``'s error if the service cannot be used, else return the
-    answer. An unreachable server gets ``len(PREFLIGHT_RETRIES)`` more tries."""
+    answer. An unreachable server gets ``len(PREFLIGHT_RETRIES)`` more tries. A quota the answer announces
+    (``RateLimit-Policy``) is given to ``limiter``, so that it paces the run's very first requests."""
     delays = list(PREFLIGHT_RETRIES)
     while True:
         answer = await client.probe()
@@ -80,4 +84,6 @@ async def preflight(client: AssetsClient) -> AttemptResult:
             log.warning("preflight.degraded", url=client.url, status=answer.status, request_id=answer.request_id)
         else:
             log.info("preflight.ok", url=client.url, status=answer.status)
+        if limiter is not None and answer.quota is not None:
+            limiter.advise(answer.quota, sent_at=time.monotonic(), throttled=False)
         return answer

@@ -335,6 +335,27 @@ async def test_429_hint_styles(hint: Any, expected: dict[str, str]) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("style", "expected"),
+    [
+        ("ratelimit", [{"RateLimit-Policy": '"default";q=20;w=1', "RateLimit": f'"default";r={r};t=1'}
+                       for r in (1, 0)]),
+        ("ratelimit-reset", [{"RateLimit-Limit": "20", "RateLimit-Remaining": str(r), "RateLimit-Reset": "1"}
+                             for r in (1, 0)]),
+    ],
+)  # fmt: skip
+async def test_quota_headers_on_every_answer(style: Any, expected: list[dict[str, str]]) -> None:
+    """With ``quota_headers``, a 201 announces the bucket's policy and the tokens left; so does the 429 after it."""
+    config = FaultConfig(bucket_rate=20.0, bucket_burst=2, quota_headers=style)
+    async with serving(config) as (server, session):
+        answers = [await upload(session, server, key=f"k{i}") for i in range(3)]
+    assert [status for status, _, _ in answers] == [201, 201, 429]
+    seen = [{name: headers.get(name) for name in expected[0]} for _, _, headers in answers]
+    assert seen[:2] == expected
+    assert seen[2] == expected[1]  # the 429: none left, a token within the second
+
+
+@pytest.mark.anyio
 async def test_429_retry_after_as_http_date() -> None:
     """The HTTP-date hint is an IMF-fixdate whose distance from the Date header is the wait, rounded up."""
     config = FaultConfig(p_429=1.0, retry_after_s=1.5, rate_limit_hint="retry-after-date")

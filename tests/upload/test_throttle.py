@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from ingest.fakeserver.ratelimit import TokenBucket
 from ingest.upload.limiter import RateLimiter
+from ingest.upload.quota import Quota
 from ingest.upload.throttle import LimitDetector
 from tests.helpers.clock import FakeClock
 
@@ -89,3 +92,83 @@ def test_pattern_needs_four_or_a_third() -> None:
     for i in range(40):
         detector.observe(i % 20 < 7, 0.0)
     assert detector.pattern()
+
+
+def _against_bucket(
+    limiter: RateLimiter, clock: FakeClock, bucket: TokenBucket, seconds: float, *, announce: bool = False
+) -> list[tuple[float, bool, float]]:
+    """The limiter's own pace against ``bucket`` for ``seconds`` of fake time: (time, throttled, effective rate)
+    of every answer; with ``announce``, each answer carries the bucket's policy (q=100, w=1) and what is left."""
+    started, seen = clock(), []
+    while clock() - started < seconds:
+        clock.advance(max(1 / limiter.effective_rate, limiter.paused_until - clock()))
+        limiter.recover()  # as acquire() does before every request
+        throttled = bucket.take(clock()) > 0
+        if announce:
+            left, reset = bucket.left(clock())
+            limiter.advise(Quota(100.0, float(reset) if left == 0 else None), sent_at=clock(), throttled=throttled)
+        _answer(limiter, clock, throttled=throttled, sent_ago=0.0)
+        seen.append((clock() - started, throttled, limiter.effective_rate))
+    return seen
+
+
+def test_the_first_cluster_of_a_full_bucket_is_told_by_few_429s() -> None:
+    """A server bucket starting full (burst 5) lets the first requests through; the limit is still found after a
+    handful of 429s, and the first cut lands a margin below half the rate (the server's rate is not measured yet)."""
+    clock = FakeClock()
+    limiter = RateLimiter(200, clock=clock, sleep=clock.sleep)
+    seen = _against_bucket(limiter, clock, TokenBucket(rate=100.0, burst=5, now=clock()), 0.2)
+    before = [t for t, throttled, rate in seen if throttled and rate == 200]
+    assert limiter.limited and len(before) <= 5
+    assert limiter.effective_rate == pytest.approx(97.0)
+
+
+def test_a_probe_just_over_the_limit_lands_just_below_it() -> None:
+    """Once limited, the 429 of a probe a little over the server's rate cuts to just below the rate the server
+    accepted since the previous cut, not to half: the run stays near 100/s, with a plateau before the next probe."""
+    clock = FakeClock()
+    limiter = RateLimiter(200, clock=clock, sleep=clock.sleep)
+    seen = _against_bucket(limiter, clock, TokenBucket(rate=100.0, burst=5, now=clock()), 60.0)
+    later = [(throttled, rate) for t, throttled, rate in seen if t > 2.0]
+    assert min(rate for _, rate in later) >= 90
+    assert limiter.known_limit is not None and 95 <= limiter.known_limit <= 106
+    assert sum(throttled for throttled, _ in later) <= 8  # a probe every plateau (15 s) or so
+
+
+def test_an_announced_policy_is_the_ceiling_and_no_request_is_throttled() -> None:
+    """With every answer announcing q=100 per second, the rate settles a margin below it at once: no 429 at all."""
+    clock = FakeClock()
+    limiter = RateLimiter(200, clock=clock, sleep=clock.sleep)
+    seen = _against_bucket(limiter, clock, TokenBucket(rate=100.0, burst=5, now=clock()), 30.0, announce=True)
+    assert not any(throttled for _, throttled, _ in seen)
+    assert limiter.ceiling == pytest.approx(97.0) and limiter.effective_rate == pytest.approx(97.0)
+    assert not limiter.limited
+
+
+def test_a_ceiling_never_raises_the_rate_and_follows_the_policy() -> None:
+    """A policy above ``--rate`` changes nothing; a lower one caps the rate; a higher one later lets it back up."""
+    clock = FakeClock()
+    limiter = RateLimiter(50, clock=clock, sleep=clock.sleep)
+    limiter.advise(Quota(1000.0, None), sent_at=clock(), throttled=False)
+    assert limiter.effective_rate == 50 and limiter.ceiling == 50
+    limiter.advise(Quota(20.0, None), sent_at=clock(), throttled=False)
+    assert limiter.effective_rate == pytest.approx(19.4)
+    limiter.advise(Quota(40.0, None), sent_at=clock(), throttled=False)
+    assert limiter.effective_rate == pytest.approx(38.8)
+
+
+def test_a_spent_quota_holds_everyone_until_it_resets() -> None:
+    """``r=0`` with ``t=3`` on a 201 holds every request 3 s; answers to requests sent before that hold began do not
+    extend it, and a 429's own ``r=0`` is not taken as the account's (the pattern says that)."""
+    clock = FakeClock()
+    limiter = RateLimiter(50, clock=clock, sleep=clock.sleep)
+    limiter.advise(Quota(None, 3.0), sent_at=clock() - 0.01, throttled=True)
+    assert limiter.paused_until == 0.0
+    limiter.advise(Quota(None, 3.0), sent_at=clock() - 0.01, throttled=False)
+    assert limiter.paused_until == pytest.approx(clock() + 3.0)
+    hold = limiter.paused_until
+    clock.advance(0.5)
+    limiter.advise(Quota(None, 3.0), sent_at=clock() - 0.6, throttled=False)  # sent before the hold began
+    assert limiter.paused_until == hold
+    limiter.advise(Quota(None, 3.0), sent_at=clock() - 0.1, throttled=False)  # sent during it: the quota is news
+    assert limiter.paused_until == pytest.approx(clock() + 3.0)
