@@ -5,6 +5,8 @@ embedded fake server (``ingest fake-server``), same fault profile, same seed (th
   (``slow_s``; smaller profiles keep the 35 s, since that stall is what a user meets).
 - **throttle**: a server-side token bucket below ``--rate`` (``bucket_rate``, burst 5): the run must settle at the
   server's rate with few 429s.
+- **throttle-headers**: the same bucket, announced on every answer (``RateLimit-Policy`` / ``RateLimit``): the
+  announced rate is the ceiling from the first request (the preflight probe's answer carries it).
 
 Both clients must end exactly once by the fake's ledger: every item created, no body created twice.
 """
@@ -130,7 +132,8 @@ def _measure(bench: Bench, section: str, profile: dict[str, Any], items: int, ra
         Row(section, "server 429s, share of requests", setting, ".3f", Stat.of([a / b for a, b in
             zip(f["i429"], f["ireq"], strict=True)]), Stat.of([a / b for a, b in zip(f["n429"], f["nreq"],
             strict=True)]), "naive client", share / naive_share if naive_share else None, "ingest/naive",
-            "≤ 0.02" if section == "throttle" else "", share <= 0.02 if section == "throttle" else None,
+            "≤ 0.02" if section.startswith("throttle") else "",
+            share <= 0.02 if section.startswith("throttle") else None,
             extra={"requests": f["ireq"], "naive_requests": f["nreq"]}),
     ]  # fmt: skip
     return rows
@@ -151,3 +154,11 @@ def throttle(bench: Bench) -> list[Row]:
     p = bench.profile
     profile = {"seed": p.seed, "bucket_rate": p.fault_rate / 2, "bucket_burst": 5}
     return _measure(bench, "throttle", profile, p.throttle_items, p.fault_rate)
+
+
+def throttle_headers(bench: Bench) -> list[Row]:
+    """The throttle profile with the bucket announced on every answer (``RateLimit-Policy: "default";q=100;w=1``,
+    ``RateLimit: "default";r=…;t=…``): the same rows, to set beside the throttle ones (the naive client ignores it)."""
+    p = bench.profile
+    profile = {"seed": p.seed, "bucket_rate": p.fault_rate / 2, "bucket_burst": 5, "quota_headers": "ratelimit"}
+    return _measure(bench, "throttle-headers", profile, p.throttle_items, p.fault_rate)

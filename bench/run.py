@@ -29,6 +29,7 @@ from bench.table import Row, render
 SECTIONS: dict[str, Callable[[Bench], list[Row]]] = {
     "flaky": faults.flaky,  # completion time, flaky fake server, vs the naive client
     "throttle": faults.throttle,  # completion time, server token bucket below --rate, vs the naive client
+    "throttle-headers": faults.throttle_headers,  # the same bucket announced in RateLimit-Policy / RateLimit
     "rerun": rerun.rerun,  # rerun with nothing left, JSONL and CSV, vs a stdlib parse
     "memory": memory.memory,  # peak RSS of validate / dry-run / run
     "throughput": sections.throughput,  # rows "throughput" and "cpu"

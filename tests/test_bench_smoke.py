@@ -33,6 +33,8 @@ EXPECTED_ROWS = [
     "flaky: server 429s, share of requests",
     "throttle: completion time s",
     "throttle: server 429s, share of requests",
+    "throttle-headers: completion time s",
+    "throttle-headers: server 429s, share of requests",
     "rerun: s, nothing left (jsonl)",
     "rerun: s, nothing left (csv)",
     "memory: peak RSS MB, validate",
