@@ -87,7 +87,6 @@ class RateLimiter:
         self._lock = asyncio.Lock()
         self._last_change = self._clock()  # when the effective rate last moved (for recovery)
         self._last_decrease = -math.inf  # when the effective rate was last cut (to merge a burst of 429s)
-        self._last_decrease_before = -math.inf  # the cut before it
         self.detector = LimitDetector(now=self._clock())  # the pattern of recent answers
         self.limited = False  # the pattern says the account is over its rate: 429s slow the run
         self._limited_from = rate  # the effective rate when the limited state began (restored if it was noise)
@@ -159,7 +158,7 @@ class RateLimiter:
             self.detector.clear()
             return False
         if throttled:
-            self.throttle()
+            self.throttle(measured_only=True)
         return False
 
     def pause(self, seconds: float) -> None:
@@ -168,19 +167,24 @@ class RateLimiter:
         self.paused_until = max(self.paused_until, now + max(0.0, seconds))
         self.throttle()
 
-    def throttle(self) -> None:
-        """Cut the effective rate multiplicatively (at most once per ~second of throttles in a burst)."""
+    def throttle(self, *, measured_only: bool = False) -> None:
+        """Cut the effective rate multiplicatively (at most once per ~second of throttles in a burst). With
+        ``measured_only`` (a 429 while limited), only when the rate the server accepted since the previous cut can
+        be measured: a 429 right after a pause or a cut says nothing new of the server's rate (and halving again on
+        it collapsed a run that random 429s had made look limited, before their share could show they were noise)."""
         self.throttles += 1
         now = self._clock()
         # Many consumers get their 429 at once: count them as one congestion signal per pacing interval.
         if now - self._last_decrease < min(1.0, self.recovery_interval):
             return
-        self._last_decrease_before, self._last_decrease = self._last_decrease, now
         landing = self.effective_rate * self.decrease
         if self.limited:
-            since = max(self._last_decrease_before, self.paused_until)  # since the previous cut (a pause is silent)
+            since = max(self._last_decrease, self.paused_until)  # since the previous cut (a pause is silent)
+            if measured_only and self.detector.accepted_rate(now, since) is None:
+                return
             landing, measured = self.detector.landing_rate(self.effective_rate, self.decrease, now=now, since=since)
             self.known_limit = measured if measured is not None else self.known_limit
+        self._last_decrease = now
         self._set_rate(min(self.ceiling, max(self.min_rate, landing)), now)
         if self.limited:
             self.detector.clear()  # from now on, only answers to requests sent after this cut count

@@ -172,3 +172,22 @@ def test_a_spent_quota_holds_everyone_until_it_resets() -> None:
     assert limiter.paused_until == hold
     limiter.advise(Quota(None, 3.0), sent_at=clock() - 0.1, throttled=False)  # sent during it: the quota is news
     assert limiter.paused_until == pytest.approx(clock() + 3.0)
+
+
+def test_random_429s_that_look_limited_at_first_do_not_collapse_the_rate() -> None:
+    """Four random 429s in a row trip the pattern; the 429s of the 12% noise after the pause must not halve the rate
+    again before their share shows they are noise (it used to fall to 20/s in seconds): the rate comes back."""
+    clock, rng = FakeClock(), random.Random(21)
+    limiter = RateLimiter(200, clock=clock, sleep=clock.sleep)
+    for _ in range(4):
+        clock.advance(0.005)
+        _answer(limiter, clock, throttled=True, sent_ago=0.001)
+    assert limiter.limited
+    started, lowest = clock(), limiter.effective_rate
+    while limiter.limited and clock() - started < 30:
+        clock.advance(max(1 / limiter.effective_rate, limiter.paused_until - clock()))
+        limiter.recover()
+        _answer(limiter, clock, throttled=rng.random() < 0.12, sent_ago=0.002)
+        lowest = min(lowest, limiter.effective_rate)
+    assert not limiter.limited and limiter.effective_rate == 200
+    assert lowest >= 60
