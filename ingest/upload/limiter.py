@@ -1,6 +1,6 @@
 """The run's one rate limiter: every attempt, retries included, passes ``RateLimiter.acquire()``.
 
-Three layers, each for a reason:
+Four layers, each for a reason:
 
 1. **Pacing** — an ``aiolimiter.AsyncLimiter`` leaky bucket of capacity ``burst`` draining at the *effective* rate.
    ``AsyncLimiter(rate, 1)`` would let ``2 × rate`` through in the first second (a full bucket, then a second's
@@ -17,13 +17,18 @@ Three layers, each for a reason:
 3. **Server feedback** — every answer is reported (``observe``). A 429 always makes its own item wait its
    ``Retry-After`` (the consumer sleeps); it slows the run only when the pattern of recent answers says the account
    is limited (``ingest.upload.throttle``): random 429s delay their own items and nothing else. On the first sign of a
-   limit, ``pause(seconds)`` holds every consumer until the server's time has passed and the rate is cut; while
-   limited, each 429 to a request sent after the latest cut cuts again (at most once a second, TCP-like: a 429 to a
-   request already in flight when we cut says nothing new), to just below the rate the server accepted in the last
-   second (or ×``decrease``). After ``recovery_interval`` seconds without a cut the rate climbs back additively
-   (``+increase × rate`` per interval; a fifth of that while limited, to probe gently), never above the configured
-   rate (AIMD, as in TCP congestion control, RFC 5681 §3.1). If halving the rate did not lower the share of 429s,
-   they were noise: the limiter leaves the limited state and restores its rate.
+   limit, ``pause(seconds)`` holds every consumer until the server's time has passed and the rate is cut (a margin
+   below ×``decrease``: the server's rate is not measurable yet); while limited, each 429 to a request sent after the
+   latest cut cuts again (at most once a second, TCP-like: a 429 to a request already in flight when we cut says
+   nothing new; nor does one before the rate since the cut can be measured), to just below the rate the server
+   accepted since the previous cut (never below ×``decrease``). After ``recovery_interval`` seconds without a cut
+   the rate climbs back additively (``+increase × rate`` per interval; a fifth of that while limited, to probe
+   gently) up to just below the last measured limit, where it holds ``PLATEAU`` seconds before probing above it,
+   never above the ceiling (AIMD, as in TCP congestion control, RFC 5681 §3.1). If halving the rate did not lower
+   the share of 429s, they were noise: the limiter leaves the limited state and restores its rate.
+4. **Announced limits** — ``advise(quota)`` with what an answer's ``RateLimit-Policy`` / ``RateLimit`` headers say
+   (``ingest.upload.quota``): the policy's rate, ``HEADROOM`` below, is the ceiling (never above the configured
+   rate), and a spent quota (``r=0``, ``t=N``) holds every consumer N seconds.
 """
 
 from __future__ import annotations
@@ -213,8 +218,8 @@ class RateLimiter:
         if now - self._last_change >= self.recovery_interval and now >= self.paused_until:
             top = self.ceiling
             if self.limited and self.known_limit is not None:
-                # Back to just below the measured limit at once; above it, probe only after a plateau (TCP CUBIC's
-                # idea: the last limit is where the loss was, so the rate lingers below it).
+                # Climb to just below the measured limit; above it, probe only after a plateau (TCP CUBIC's idea:
+                # the last limit is where the loss was, so the rate lingers below it).
                 below = self.known_limit * (1 - self.detector.margin)
                 if self.effective_rate < below:
                     top = min(top, below)
