@@ -18,7 +18,7 @@ from ingest.run.stats import RecentRate, RunStats
 from ingest.upload.rehosting import RehostStep
 
 if TYPE_CHECKING:
-    from ingest.run.pipeline import RunConfig
+    from ingest.run.config import RunConfig
 
 
 @contextlib.asynccontextmanager
