@@ -6,7 +6,8 @@ It serves the test-suite, ``ingest demo``, ``ingest fake-server`` and the chaos 
         ...  # upload to server.url with "Authorization: Key fake-key"
         assert server.ledger.stats()["duplicate_bodies"] == 0
 
-Modules: ``config`` (settings and fault profiles), ``app`` (the request steps), ``idempotency`` (the key
+Modules: ``config`` (settings and fault profiles), ``app`` (the request steps), ``responses`` (error and JSON
+answers, reading a request body), ``idempotency`` (the key
 store), ``faults`` (seeded fault decisions), ``ratelimit`` (token bucket and 429 hints), ``assets`` (the 201
 body), ``ledger`` (what happened), ``server`` (running it), ``storage`` and ``blobs`` (fal's storage API at the root:
 tokens, single and multipart uploads, files served back).
