@@ -24,13 +24,11 @@ usable header) raises ``ManifestError``.
 
 from __future__ import annotations
 
-import gzip
-import sys
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import structlog
 
@@ -41,8 +39,9 @@ from ingest.manifest.encoding import PREFIX_BYTES, Encoding, PrefixedStream, Utf
 from ingest.manifest.jsonarray import read_json
 from ingest.manifest.jsonl import read_jsonl
 from ingest.manifest.lines import ByteStream, Line, physical_lines
+from ingest.manifest.opening import count_lines, local_first_bytes, open_bytes
 from ingest.manifest.options import ManifestOptions
-from ingest.manifest.remote import display_name, first_bytes, is_remote, open_remote, url_path
+from ingest.manifest.remote import display_name, first_bytes, is_remote, url_path
 from ingest.manifest.rows import KNOWN_FIELDS, ManifestRow, RowBuilder, RowError
 from ingest.manifest.skip import LineSkip
 from ingest.manifest.sniff import (
@@ -55,7 +54,6 @@ from ingest.manifest.sniff import (
     sniff_delimiter,
 )
 from ingest.manifest.urllist import read_urls
-from ingest.manifest.watched import WatchedFile
 
 __all__ = [
     "KNOWN_FIELDS",
@@ -74,7 +72,6 @@ ManifestFormat = Format
 STDIN_PATH = "-"
 STDIN_NAME = "<stdin>"
 GZIP_MAGIC = b"\x1f\x8b"
-COUNT_CHUNK = 1 << 20  # read size when counting lines
 DEFAULT_OPTIONS = ManifestOptions()
 _LINE_READERS = {"csv": read_csv, "tsv": read_csv, "jsonl": read_jsonl, "urls": read_urls}
 
@@ -118,7 +115,7 @@ class ManifestSource:
         if path == STDIN_PATH:
             return cls(path, forced, gzip=False, format_how=how)
         remote = is_remote(path)
-        magic = first_bytes(path, len(GZIP_MAGIC)) if remote else _first_bytes(path, len(GZIP_MAGIC))
+        magic = first_bytes(path, len(GZIP_MAGIC)) if remote else local_first_bytes(path, len(GZIP_MAGIC))
         name, named = (display_name(path), url_path(path)) if remote else (path, path)
         gz_suffix = named.lower().endswith(".gz")
         if gz_suffix and magic != GZIP_MAGIC:
@@ -197,15 +194,15 @@ def count_rows(source: ManifestSource) -> int | None:
     """
     if source.reads_block or source.format == "json":
         return None
-    with _opened(source) as stream:
-        lines = _count_lines(stream, source.name)
+    with open_bytes(source) as stream:
+        lines = count_lines(stream, source.name)
     return max(lines - 1, 0) if source.format in ("csv", "tsv") else lines
 
 
 @contextmanager
 def _prepared(source: ManifestSource, options: ManifestOptions) -> Iterator[_Opened]:
     """Open ``source``, decide encoding, line ends, format and delimiter from its first bytes."""
-    with _opened(source) as raw:
+    with open_bytes(source) as raw:
         seekable = _seekable(raw) and not source.is_remote  # a GzipFile says it seeks, but over the network not
         prefix = _peek(raw, seekable)
         stream: ByteStream = raw if seekable else PrefixedStream(prefix, raw)
@@ -254,50 +251,3 @@ def _seekable(stream: ByteStream) -> bool:
 def _log(event: str, **fields: object) -> None:
     logger = structlog.get_logger("ingest.manifest")
     (logger.info if event == "manifest.detected" else logger.warning)(event, **fields)
-
-
-def _count_lines(stream: ByteStream, name: str) -> int:
-    newlines, last = 0, b"\n"
-    try:
-        while chunk := stream.read(COUNT_CHUNK):
-            newlines += chunk.count(b"\n")
-            last = chunk[-1:]
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ManifestError(f"{name}: cannot be read ({exc})") from exc
-    return newlines + (last != b"\n")
-
-
-@contextmanager
-def _opened(source: ManifestSource) -> Iterator[ByteStream]:
-    """The manifest's bytes, decompressed; stdin is borrowed, not closed."""
-    if source.is_stdin:
-        yield sys.stdin.buffer
-        return
-    if source.is_remote:
-        with open_remote(source.path) as remote:
-            yield cast(ByteStream, gzip.GzipFile(fileobj=remote, mode="rb")) if source.gzip else remote
-        return
-    try:
-        file = open(source.path, "rb")  # noqa: SIM115 - closed by the `with` below, after the error mapping
-    except OSError as exc:
-        raise ManifestError(f"{source.path}: cannot be opened ({exc.strerror or exc})") from exc
-    with file:
-        watched = WatchedFile(file, source.name)
-        if not source.gzip:
-            yield watched
-            return
-        with gzip.GzipFile(fileobj=cast(Any, watched), mode="rb") as unzipped:
-            yield cast(ByteStream, unzipped)
-
-
-def _first_bytes(path: str, size: int) -> bytes:
-    """The first ``size`` bytes of the file at ``path``; ``ManifestError`` if it is missing or unreadable."""
-    try:
-        with open(path, "rb") as file:
-            return file.read(size)
-    except FileNotFoundError:
-        raise ManifestError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ManifestError(f"{path}: is a directory, not a manifest file") from None
-    except OSError as exc:
-        raise ManifestError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
