@@ -23,11 +23,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ingest.admission.admit import WorkItem
 from ingest.errors import AuthRejected, IngestError
-from ingest.results.record import Result, Status, error_dict
+from ingest.results.record import Result
 from ingest.streams import receive, send
 from ingest.upload.client import AssetsClient, AttemptResult
 from ingest.upload.health import Health, ServiceHealth
 from ingest.upload.limiter import RateLimiter
+from ingest.upload.outcomes import SentRecords
 from ingest.upload.rehosting import RehostStep
 from ingest.upload.replays import ReplayWatch
 from ingest.upload.retry import Outcome, RetryPolicy, classify, decide
@@ -84,13 +85,12 @@ class Consumer:
         self.counters = counters
         self.replays = replays  # looks at the first successes of a run on a fresh results file
         self.run_id = run_id  # stamped on every record
+        self.records = SentRecords(run_id)  # the final record of an item that was sent
         self.rng = rng  # backoff jitter
         self._sleep = sleep  # the backoff's wait (a fake clock's sleep in tests)
         # Requests in flight at once, over all tasks sharing this consumer. The run starts more tasks than slots, so
         # that an item waiting out a backoff or a Retry-After does not hold a slot other items could use.
         self._slots = asyncio.Semaphore(slots)
-        # Bound once: the lazy module logger re-binds on every call, ~4 us each on a per-item path.
-        self._item_log = log.bind()
 
     def __repr__(self) -> str:
         return f"Consumer(run_id={self.run_id!r}, limiter={self.limiter!r})"
@@ -150,7 +150,7 @@ class Consumer:
                 observe(sent_at=sent, throttled=False, wait=None)
                 if self.replays is not None:
                     self.replays.note(answer)
-                return self._succeeded(item, answer, attempt, elapsed, rehost)
+                return self.records.succeeded(item, answer, attempt, elapsed, rehost)
             if outcome is Outcome.AUTH:
                 self._auth_rejected(item, answer)
                 return None
@@ -181,7 +181,7 @@ class Consumer:
             if paused:
                 self._log_paused(answer, decision.pause_all or 0.0)
             if not decision.retry:
-                return self._failed(item, answer, outcome, attempt, elapsed, decision.reason, rehost)
+                return self.records.failed(item, answer, outcome, attempt, elapsed, decision.reason, rehost)
             self._log_retry(item, answer, attempt, decision.delay)
             if not paused:
                 await self._sleep(decision.delay)
@@ -215,84 +215,6 @@ class Consumer:
             status=answer.status,
             error=answer.error.type if answer.error else None,
             delay=round(delay, 3),
-        )
-
-    def _succeeded(
-        self, item: WorkItem, answer: AttemptResult, attempt: int, elapsed: float, rehost: dict[str, Any] | None
-    ) -> Result:
-        self._item_log.debug(
-            "upload.succeeded",
-            manifest=item.manifest,
-            line=item.line,
-            key=item.key,
-            attempt=attempt,
-            elapsed_ms=int(elapsed * 1000),
-        )
-        return self._record(item, Status.SUCCEEDED, answer, attempt, elapsed, asset=answer.asset, rehost=rehost)
-
-    def _failed(
-        self,
-        item: WorkItem,
-        answer: AttemptResult,
-        outcome: Outcome,
-        attempt: int,
-        elapsed: float,
-        reason: str,
-        rehost: dict[str, Any] | None = None,
-    ) -> Result:
-        info = answer.error
-        retryable = outcome is not Outcome.PERMANENT
-        message = info.message if info else f"HTTP {answer.status}"
-        if reason in ("attempts_exhausted", "retry_time_exhausted", "conflict_window_exhausted"):
-            message = f"{message} (gave up: {reason.replace('_', ' ')} after {attempt} attempts)"
-        log.warning(
-            "upload.failed",
-            manifest=item.manifest,
-            line=item.line,
-            key=item.key,
-            status=answer.status,
-            error=info.type if info else None,
-            message=message,
-            attempts=attempt,
-            retryable=retryable,
-        )
-        error = error_dict(
-            info.type if info else "http_error",
-            message,
-            retryable=retryable,
-            request_id=info.request_id if info else None,
-        )
-        return self._record(item, Status.FAILED, answer, attempt, elapsed, error=error, rehost=rehost)
-
-    def _record(
-        self,
-        item: WorkItem,
-        status: Status,
-        answer: AttemptResult,
-        attempt: int,
-        elapsed: float,
-        *,
-        asset: dict[str, Any] | None = None,
-        error: dict[str, Any] | None = None,
-        rehost: dict[str, Any] | None = None,
-    ) -> Result:
-        """The final record of an item that was sent (``item`` is the row's body: a rehosted item's source url)."""
-        return Result(
-            item.key,
-            item.manifest,
-            item.line,
-            status,
-            item.body,
-            body_sha256=item.body_sha256,
-            attempts=attempt,
-            http_status=answer.status,
-            asset=asset,
-            error=error,
-            elapsed_ms=int(elapsed * 1000),
-            run_id=self.run_id,
-            index=item.index,
-            rehost=rehost,
-            row_fp=item.row_fp if status is Status.SUCCEEDED else 0,
         )
 
     def _auth_rejected(self, item: WorkItem, answer: AttemptResult) -> None:
