@@ -46,6 +46,20 @@ class WorkItem:
     # only check that the source has not changed since (nothing is uploaded or registered).
     rehost: str = ""
 
+    def record(self, status: Status, *, run_id: str, **fields: Any) -> Result:
+        """This item's final record: its key, place (manifest, line, index), body and body hash, and ``fields``."""
+        return Result(
+            self.key,
+            self.manifest,
+            self.line,
+            status,
+            self.body,
+            body_sha256=self.body_sha256,
+            index=self.index,
+            run_id=run_id,
+            **fields,
+        )
+
 
 def url_host(url: str) -> str:
     """The URL's host as a browser reads it (``ingest.admission.hosts``), for messages."""

@@ -85,20 +85,14 @@ class SentRecords:
         rehost: dict[str, Any] | None = None,
     ) -> Result:
         """The final record of an item that was sent (``item`` is the row's body: a rehosted item's source url)."""
-        return Result(
-            item.key,
-            item.manifest,
-            item.line,
+        return item.record(
             status,
-            item.body,
-            body_sha256=item.body_sha256,
+            run_id=self.run_id,
             attempts=attempt,
             http_status=answer.status,
             asset=asset,
             error=error,
             elapsed_ms=int(elapsed * 1000),
-            run_id=self.run_id,
-            index=item.index,
             rehost=rehost,
             row_fp=item.row_fp if status is Status.SUCCEEDED else 0,
         )

@@ -103,17 +103,7 @@ class RehostStep:
     def _record(
         self, item: WorkItem, status: Status, error: dict[str, Any], *, rehost: dict[str, Any] | None = None
     ) -> Result:
-        return Result(
-            item.key,
-            item.manifest,
-            item.line,
-            status,
-            item.body,
-            body_sha256=item.body_sha256,
-            error=error,
-            run_id=self.run_id,
-            rehost=rehost,
-        )
+        return item.record(status, run_id=self.run_id, error=error, rehost=rehost)
 
     def __repr__(self) -> str:
         return f"RehostStep({self.rehoster!r}, failed_by_kind={self.failed_by_kind})"

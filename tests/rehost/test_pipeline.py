@@ -177,3 +177,19 @@ async def test_report_and_failed_cover_rehosts(tmp_path: Path) -> None:
         last = records(results)[-1]
         assert last["status"] == "succeeded" and last["key"] == row["idempotency_key"]
         assert last["rehost"]["size"] == 777
+
+
+@pytest.mark.anyio
+async def test_a_failed_rehost_of_an_exploded_record_keeps_the_items_index(tmp_path: Path) -> None:
+    """A fal output record with two images, one of them missing: the failed item's record names its index in the
+    record, as every other record of an exploded item does."""
+    write_file(tmp_path / "ok.png", 100)
+    manifest = tmp_path / "out.jsonl"
+    manifest.write_bytes(orjson.dumps({"images": [{"url": "ok.png"}, {"url": "gone.png"}]}) + b"\n")
+    results = tmp_path / "out.results.jsonl"
+    async with running_fake_server(STRICT) as server:
+        report = await run(rehost_config(manifest, results, server))
+    assert report.exit_code == 1
+    by_url = {r["item"]["url"]: r for r in records(results)}
+    assert by_url["ok.png"]["status"] == "succeeded" and by_url["ok.png"]["index"] == 0
+    assert by_url["gone.png"]["status"] == "failed" and by_url["gone.png"]["index"] == 1
