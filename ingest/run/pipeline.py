@@ -36,6 +36,7 @@ from ingest.results.index import ResumeIndex
 from ingest.results.lock import FamilyMode, ResultsLock
 from ingest.results.record import Result, Status
 from ingest.results.sink import ResultsSink
+from ingest.run.collector import tuned_collector
 from ingest.run.config import RunConfig, RunReport
 from ingest.run.control import FailureThreshold, RunControl, stop_after, watch_signals
 from ingest.run.producer import Producer, count_total
@@ -70,7 +71,8 @@ async def run_pipeline(config: RunConfig, api_key: ApiKey) -> RunReport:
     with ResultsLock(config.results_path, family=family):
         index = load_resume(config.results_path)
         check_belonging(config, index)
-        report = await _Run(config, api_key, index).execute()
+        with tuned_collector():  # the per-item path makes no cycles: collect less often (ingest.run.collector)
+            report = await _Run(config, api_key, index).execute()
         save_resume(config.results_path, index)
         return report
 
