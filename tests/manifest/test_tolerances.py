@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingest.errors import ConfigError
 from ingest.manifest.cells import normalize_type, parse_favorite, parse_tag_ids
@@ -19,7 +21,7 @@ from ingest.manifest.paths import MISSING, parse_path
 from ingest.manifest.sniff import format_from_content, line_ends, sniff_delimiter
 from ingest.manifest.source import ManifestSource, read_manifest
 from ingest.manifest.uri import iri_to_uri
-from ingest.models import _not_uri_at, check_absolute_http_url
+from ingest.models import _PLAIN_HTTP_URL, _not_uri_at, check_absolute_http_url, check_url_fully
 
 URL = "https://v3b.fal.media/files/x"
 
@@ -205,3 +207,11 @@ def test_the_uri_check_finds_the_same_first_problem_as_one_combined_pattern() ->
         url = "".join(rng.choice(alphabet) for _ in range(rng.randrange(12)))
         expected = combined.search(url)
         assert _not_uri_at(url) == (expected.start() if expected else None), url
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(_PLAIN_HTTP_URL, fullmatch=True))
+def test_plain_url_fast_path_accepts_only_what_the_full_checks_accept(url: str) -> None:
+    """Every URL the fast path takes as it is passes every check of the full path unchanged."""
+    assert check_url_fully(url) == url
+    assert check_absolute_http_url(url) == url
