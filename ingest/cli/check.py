@@ -11,8 +11,7 @@ from ingest.cli.run import event_loop_options, load_settings
 from ingest.credentials import ApiKey, resolve_api_key
 from ingest.logs import configure_logging
 from ingest.settings import Settings
-from ingest.upload.client import AssetsClient, ClientOptions, open_session
-from ingest.upload.preflight import preflight
+from ingest.upload.options import ClientOptions
 from ingest.upload.transport import check_transport
 
 # The settings ``ingest check`` takes: where the API is, how to reach it, and the key.
@@ -45,6 +44,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 async def _probe(settings: Settings, api_key: ApiKey) -> int | None:
+    from ingest.upload.client import AssetsClient, open_session  # on use: the parser imports this module
+    from ingest.upload.preflight import preflight
+
     options = ClientOptions(
         base_url=settings.base_url,
         concurrency=1,

@@ -23,13 +23,13 @@ from ingest.errors import UsageError
 from ingest.logs import configure_logging, json_logs
 from ingest.manifest.remote import is_remote
 from ingest.manifest.source import ManifestOptions, ManifestSource, preflight
-from ingest.rehost import RehostConfig, RehostOptions
 from ingest.rehost.bandwidth import parse_size
+from ingest.rehost.options import RehostConfig, RehostOptions
 from ingest.results.naming import default_results_path, expand_shard_placeholder
 from ingest.results.paths import Named, check_outputs_are_not_inputs
 from ingest.run.pipeline import RunConfig, RunReport, run_pipeline
 from ingest.settings import Settings, build_settings, unknown_env_variables
-from ingest.upload.client import ClientOptions
+from ingest.upload.options import ClientOptions
 from ingest.upload.retry import RetryPolicy
 from ingest.upload.transport import check_transport, proxy_for
 

@@ -35,9 +35,9 @@ from ingest.credentials import ApiKey
 from ingest.fakeserver import FakeServer, FakeServerConfig, load_profile, running_fake_server
 from ingest.logs import configure_logging
 from ingest.manifest.source import ManifestOptions, ManifestSource
-from ingest.rehost import RehostConfig
+from ingest.rehost.options import RehostConfig
 from ingest.run.pipeline import RunConfig, RunReport, run_pipeline
-from ingest.upload.client import ClientOptions
+from ingest.upload.options import ClientOptions
 
 DEMO_KEY = "fake-key"
 MANIFESTS = ("media.csv", "media.jsonl")

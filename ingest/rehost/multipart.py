@@ -29,6 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ingest.rehost.client import StorageClient
 from ingest.rehost.journal import PendingMultipart, RehostJournal
+from ingest.rehost.options import PART_SIZE
 from ingest.rehost.sources import Fingerprint, Source, SourceError
 from ingest.rehost.storage import UnknownUpload
 from ingest.rehost.tally import Transfer
@@ -37,9 +38,6 @@ if TYPE_CHECKING:
     from hashlib import _Hash
 
 log = structlog.get_logger("ingest.rehost.multipart")
-
-MULTIPART_THRESHOLD = 100 * 1024 * 1024  # larger files go up in parts (fal-client's threshold)
-PART_SIZE = 10 * 1024 * 1024  # fal-client's part size
 
 
 class PartBuffers:

@@ -15,7 +15,6 @@ import hashlib
 import random
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,38 +27,17 @@ from ingest.rehost.bandwidth import Bandwidth
 from ingest.rehost.client import StorageClient
 from ingest.rehost.content_types import content_type_for
 from ingest.rehost.journal import RehostJournal
-from ingest.rehost.multipart import MULTIPART_THRESHOLD, MultipartUpload, PartBuffers
+from ingest.rehost.multipart import MultipartUpload, PartBuffers
+from ingest.rehost.options import RehostConfig, RehostOptions
 from ingest.rehost.sources import Fingerprint, Source, SourceError, Sources
-from ingest.rehost.storage import DEFAULT_STORAGE_URL, Requests, StorageRetry, TokenCache
+from ingest.rehost.storage import Requests, StorageRetry, TokenCache
 from ingest.rehost.tally import Tally, Transfer
 
 log = structlog.get_logger("ingest.rehost.stage")
 
-DEFAULT_MAX_JOURNAL_AGE = 6 * 3600.0  # seconds an unfinished multipart upload may be resumed
-
 
 class SourceChanged(Exception):
     """The source's fingerprint differs from the one recorded when it was uploaded."""
-
-
-@dataclass(frozen=True, slots=True)
-class RehostOptions:
-    """How the stage behaves."""
-
-    part_workers: int = 4  # part uploads in flight per file (the run-wide cap is the client's slots)
-    max_journal_age: float = DEFAULT_MAX_JOURNAL_AGE
-    dedupe_content: bool = False
-    multipart_threshold: int = MULTIPART_THRESHOLD
-
-
-@dataclass(frozen=True, slots=True)
-class RehostConfig:
-    """Everything a run's rehost stage is built from (resolved from settings by the CLI)."""
-
-    storage_url: str = DEFAULT_STORAGE_URL
-    upload_concurrency: int = 4  # storage requests in flight at once, for the whole run
-    bwlimit: float | None = None  # bytes a second for all uploads together
-    options: RehostOptions = RehostOptions()
 
 
 def create_rehoster(

@@ -40,7 +40,6 @@ from ingest.credentials import ApiKey
 
 log = structlog.get_logger("ingest.rehost.storage")
 
-DEFAULT_STORAGE_URL = "https://rest.fal.ai"
 TOKEN_MARGIN_S = 60.0  # refresh a token this long before it expires
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 BodyFactory = Callable[[], AsyncIterator[Any]]  # a fresh body stream for each attempt

@@ -12,11 +12,11 @@ from ingest.admission.keys import KeyDeriver
 from ingest.admission.shard import Shard
 from ingest.errors import EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK, IngestError
 from ingest.manifest.source import ManifestOptions, ManifestSource
-from ingest.rehost import RehostConfig
+from ingest.rehost.options import RehostConfig
 from ingest.run.runrecord import Ending, ending_of
 from ingest.run.stats import RunStats
 from ingest.settings import default
-from ingest.upload.client import ClientOptions
+from ingest.upload.options import ClientOptions
 from ingest.upload.retry import RetryPolicy
 
 

@@ -30,8 +30,7 @@ import structlog
 
 from ingest.admission.admit import WorkItem
 from ingest.credentials import ApiKey
-from ingest.errors import LocalIOError
-from ingest.rehost import Rehoster
+from ingest.errors import IngestError, LocalIOError
 from ingest.results.index import ResumeIndex
 from ingest.results.lock import FamilyMode, ResultsLock
 from ingest.results.record import Result, Status
@@ -41,21 +40,23 @@ from ingest.run.config import RunConfig, RunReport
 from ingest.run.control import FailureThreshold, RunControl, stop_after, watch_signals
 from ingest.run.producer import Producer, count_total
 from ingest.run.progress import progress_figures, report_progress
-from ingest.run.rehosting import RehostFigures, rehost_stage
+from ingest.run.rehosting import RehostFigures
 from ingest.run.resume import check_belonging, load_resume, save_resume
 from ingest.run.runrecord import RunRecorder, log_summary
 from ingest.run.stats import RunStats
-from ingest.upload.client import AssetsClient, open_session
-from ingest.upload.consumer import Consumer
-from ingest.upload.health import OUTAGE_PROBE_MAX, ServiceHealth
 from ingest.upload.limiter import RateLimiter
-from ingest.upload.preflight import preflight
-from ingest.upload.rehosting import RehostStep
 from ingest.upload.replays import ReplayWatch
 from ingest.upload.transport import shown_proxy
 
-if TYPE_CHECKING:  # prometheus_client is imported only by a run that asks for metrics (start-up time)
+if TYPE_CHECKING:  # imported on use (start-up time): the HTTP side once there is an item to send; prometheus_client
+    # only by a run that asks for metrics
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+    from ingest.rehost import Rehoster
     from ingest.run.metrics import Metrics
+    from ingest.upload.client import AssetsClient
+    from ingest.upload.consumer import Consumer
+    from ingest.upload.rehosting import RehostStep
 
 # Items in progress per request slot: the others wait out a backoff or a Retry-After without holding a slot.
 ITEMS_PER_SLOT = 4
@@ -103,6 +104,7 @@ class _Run:
         self.admission.rehost_mode = config.rehost_mode  # what is rehosted, and which done rows are verified
         self.rehoster: Rehoster | None = None  # the run's rehost stage, once the session is open
         self.rehost_figures = RehostFigures()
+        self.refused: IngestError | None = None  # the preflight's answer, when it stopped the run
 
     def __repr__(self) -> str:
         return f"_Run(stats={self.stats!r}, limiter={self.limiter!r}, control={self.control!r})"
@@ -121,26 +123,19 @@ class _Run:
             )
             metrics = start_metrics(self.config, self.stats, self.limiter)
             try:
-                pool = self.config.client.concurrency + self.config.rehost.upload_concurrency  # storage shares it
-                async with (
-                    open_session(replace(self.config.client, concurrency=pool)) as session,
-                    rehost_stage(self.config, session, self.api_key, run_id=self.stats.run_id) as rehosting,
-                ):
-                    self.rehoster = rehosting.rehoster if rehosting is not None else None
-                    client = AssetsClient(session, self.api_key, self.config.client)
-                    if self.config.preflight:
-                        await preflight(client, self.limiter)  # a wrong URL or key stops here: nothing sent
-                    await self._supervise(client, rehosting, metrics)
+                await self._supervise(metrics)
             finally:
                 if metrics is not None:
                     metrics.close()
+            if self.refused is not None:
+                raise self.refused  # the preflight's answer (a wrong URL or key): nothing was sent
             report = self.report()
             report.summary = log_summary(report, self.figures())
             return report
         finally:
             structlog.contextvars.unbind_contextvars("run_id")
 
-    async def _supervise(self, client: AssetsClient, rehosting: RehostStep | None, metrics: Metrics | None) -> None:
+    async def _supervise(self, metrics: Metrics | None) -> None:
         """The core stages, plus the helpers that watch them (signals, progress, metrics, the total, deadlines)."""
         config = self.config
         async with anyio.create_task_group() as aux:
@@ -156,10 +151,10 @@ class _Run:
                 aux.start_soon(
                     partial(stop_after, self.control, config.max_duration, grace=config.grace_period, stats=self.stats)
                 )
-            await self._run_core(client, rehosting)
+            await self._run_core()
             aux.cancel_scope.cancel()
 
-    async def _run_core(self, client: AssetsClient, rehosting: RehostStep | None) -> None:
+    async def _run_core(self) -> None:
         """producer → items stream (bounded) → N consumers → results stream → sink."""
         config = self.config
         concurrency = config.client.concurrency
@@ -181,7 +176,64 @@ class _Run:
             control=self.control,
             limit=config.limit,
         )
-        consumer = Consumer(
+        async with anyio.create_task_group() as core:
+            core.start_soon(sink.run, results_recv)
+            async with results_send:
+                with self.control.workers_scope:
+                    async with anyio.create_task_group() as workers:
+                        workers.start_soon(producer.run, items_send, results_send.clone())
+                        workers.start_soon(self._consume, items_recv, results_send.clone())
+
+    async def _consume(
+        self, items: MemoryObjectReceiveStream[WorkItem], results: MemoryObjectSendStream[Result]
+    ) -> None:
+        """The consumers, once the producer has queued a first item to send: until then the run has opened no
+        connection, and a run with nothing left to send (a nightly rerun) never opens one, sends no preflight and
+        does not even import the HTTP client."""
+        async with items, results:
+            try:
+                first = await items.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                return
+            from ingest.run.rehosting import rehost_stage  # the HTTP side, on first use
+            from ingest.upload.client import AssetsClient, open_session
+            from ingest.upload.preflight import preflight
+
+            config = self.config
+            pool = config.client.concurrency + config.rehost.upload_concurrency  # storage shares the pool
+            async with (
+                open_session(replace(config.client, concurrency=pool)) as session,
+                rehost_stage(config, session, self.api_key, run_id=self.stats.run_id) as rehosting,
+            ):
+                self.rehoster = rehosting.rehoster if rehosting is not None else None
+                client = AssetsClient(session, self.api_key, config.client)
+                if config.preflight:
+                    try:
+                        await preflight(client, self.limiter)  # a wrong URL or key stops here: nothing sent
+                    except IngestError as refused:
+                        self.refused = refused
+                        self.control.abort(refused)
+                        return
+                consumer = self._consumer(client, rehosting)
+                async with anyio.create_task_group() as consumers:
+                    consumers.start_soon(self._first, consumer, first, results.clone())
+                    for _ in range(config.client.concurrency * ITEMS_PER_SLOT):
+                        consumers.start_soon(consumer.run, items.clone(), results.clone())
+
+    @staticmethod
+    async def _first(consumer: Consumer, item: WorkItem, results: MemoryObjectSendStream[Result]) -> None:
+        """The item that opened the connection, sent like any other."""
+        async with results:
+            result = await consumer.upload(item)
+            if result is not None:
+                await results.send(result)
+
+    def _consumer(self, client: AssetsClient, rehosting: RehostStep | None) -> Consumer:
+        from ingest.upload.consumer import Consumer
+        from ingest.upload.health import OUTAGE_PROBE_MAX, ServiceHealth
+
+        config = self.config
+        return Consumer(
             client,
             limiter=self.limiter,
             policy=config.policy,
@@ -196,18 +248,9 @@ class _Run:
             replays=self.replays,
             run_id=self.stats.run_id,
             rng=random.Random(config.seed),
-            slots=concurrency,
+            slots=config.client.concurrency,
             rehosting=rehosting,
         )
-        async with anyio.create_task_group() as core:
-            core.start_soon(sink.run, results_recv)
-            async with results_send:
-                with self.control.workers_scope:
-                    async with anyio.create_task_group() as workers:
-                        workers.start_soon(producer.run, items_send, results_send.clone())
-                        async with items_recv:
-                            for _ in range(concurrency * ITEMS_PER_SLOT):
-                                workers.start_soon(consumer.run, items_recv.clone(), results_send.clone())
 
     def _local_io_failed(self, error: LocalIOError) -> None:
         log.error("results.write_failed", message=str(error), hint="items not recorded stay pending for the next run")

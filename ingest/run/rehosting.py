@@ -8,17 +8,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
 from ingest.credentials import ApiKey
 from ingest.manifest.remote import folder
 from ingest.manifest.source import ManifestSource
-from ingest.rehost import Rehoster, RehostJournal, StorageRetry, create_rehoster, journal_path
 from ingest.run.stats import RecentRate, RunStats
-from ingest.upload.rehosting import RehostStep
 
 if TYPE_CHECKING:
+    import aiohttp
+
+    from ingest.rehost import Rehoster
     from ingest.run.config import RunConfig
+    from ingest.upload.rehosting import RehostStep
 
 
 @contextlib.asynccontextmanager
@@ -29,6 +29,9 @@ async def rehost_stage(
     if config.rehost_mode == "never":
         yield None
         return
+    from ingest.rehost import RehostJournal, StorageRetry, create_rehoster, journal_path  # the HTTP side: on use
+    from ingest.upload.rehosting import RehostStep
+
     journal = RehostJournal(journal_path(config.results_path))
     journal.load()
     policy = config.policy

@@ -28,8 +28,8 @@ import structlog
 
 from ingest.credentials import ApiKey
 from ingest.models import ErrorEnvelope, UploadResponse
-from ingest.settings import default
 from ingest.upload.masking import SecretMask
+from ingest.upload.options import ClientOptions
 from ingest.upload.quota import Quota, QuotaReader
 from ingest.upload.retry import server_wait
 from ingest.version import __version__
@@ -61,20 +61,6 @@ class AttemptResult:
     request_id: str | None = None
     replayed: bool = False  # the server says it replayed an earlier answer for this key (Idempotent-Replayed)
     quota: Quota | None = None  # what RateLimit-Policy / RateLimit (or the older trio) announced, if anything
-
-
-@dataclass(frozen=True, slots=True)
-class ClientOptions:
-    """Connection settings for one run."""
-
-    base_url: str
-    concurrency: int
-    connect_timeout: float = default("connect_timeout")
-    request_timeout: float = default("request_timeout")
-    max_response_bytes: int = default("max_response_bytes")
-    max_server_wait: float = default("max_server_wait")
-    ca_bundle: str | None = None  # PEM file of CAs to trust instead of the system's (SSL_CERT_FILE also works)
-    proxy: str | None = None  # the proxy for base_url, from HTTPS_PROXY/NO_PROXY (``ingest.upload.transport``)
 
 
 class ResponseTooLarge(Exception):

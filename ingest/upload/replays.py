@@ -10,10 +10,13 @@ once (``results.replays``), after ``SAMPLE`` successes.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import structlog
 
-from ingest.upload.client import AttemptResult
+if TYPE_CHECKING:
+    from ingest.upload.client import AttemptResult
+
 
 SAMPLE = 20  # first successes looked at
 SHARE = 0.5  # above this share of replays among them, warn

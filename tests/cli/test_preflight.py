@@ -3,9 +3,11 @@ not the API root, a server that is not running, a rejected key, and environment 
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
+import anyio
 import orjson
 import pytest
 
@@ -181,3 +183,42 @@ async def test_preflight_is_a_422_against_a_flaky_fake_and_the_run_goes_on(tmp_p
         assert done.returncode == 0, done.stderr
         assert done.event("preflight.ok")["status"] == 422
         assert server.ledger.stats()["created"] == 20
+
+
+async def test_a_rerun_with_nothing_left_connects_to_nothing(tmp_path: Path, fake_server: FakeServer) -> None:
+    """A rerun whose rows are all done sends no preflight and opens no connection: it exits 0 even with the server
+    gone, and does not import the HTTP client at all (a third of a nightly no-op rerun's start-up)."""
+    manifest = write_jsonl(tmp_path / "media.jsonl", media_rows(12))
+    results = tmp_path / "results.jsonl"
+    first = await run_cli(*run_args(manifest, results, fake_server.url))
+    assert first.returncode == 0, first.stderr
+    requests = fake_server.ledger.stats()["requests"]
+
+    nobody = f"http://127.0.0.1:{free_port()}/v1"
+    code = (
+        "import sys\nfrom ingest.cli import main\n"
+        f"rc = main({run_args(manifest, results, nobody)!r})\n"
+        "print('aiohttp imported' if 'aiohttp' in sys.modules else 'aiohttp not imported')\nraise SystemExit(rc)\n"
+    )
+    with anyio.fail_after(60):
+        again = await anyio.run_process([sys.executable, "-c", code], env=clean_env(FAL_KEY=KEY), check=False)
+
+    assert again.returncode == 0, again.stderr.decode()
+    assert again.stdout.decode().strip().endswith("aiohttp not imported")
+    assert fake_server.ledger.stats()["requests"] == requests
+    assert len(read_results(results)) == 12
+
+
+async def test_invalid_rows_before_a_refused_preflight_are_recorded_and_nothing_else(
+    tmp_path: Path, fake_server: FakeServer
+) -> None:
+    """The connection opens with the first row to send, so rows found invalid before it are recorded (true whatever
+    the server says); a rejected key then stops the run with exit 3 and no item recorded as failed."""
+    rows = [{"url": "not a url", "media_type": "image"}, *media_rows(5)]
+    manifest = write_jsonl(tmp_path / "media.jsonl", rows)
+    results = tmp_path / "results.jsonl"
+    done = await run_cli(*run_args(manifest, results, fake_server.url), env=clean_env(FAL_KEY="wrong-key"))
+    assert done.returncode == 3, done.stderr
+    assert "the API key was rejected" in done.stderr
+    assert fake_server.ledger.stats()["requests"] == 1
+    assert {record["status"] for record in read_results(results)} <= {"invalid"}

@@ -18,7 +18,7 @@ from ingest.fakeserver import FakeServer, FakeServerConfig, FaultConfig, running
 from ingest.manifest.source import ManifestSource, read_manifest
 from ingest.results.record import Result, Status, error_dict
 from ingest.run.pipeline import RunConfig, RunReport, run_pipeline
-from ingest.upload.client import ClientOptions
+from ingest.upload.options import ClientOptions
 from ingest.upload.retry import RetryPolicy
 from tests.helpers.records import read_results
 

@@ -26,7 +26,7 @@ from ingest.fakeserver.assets import build_asset
 from ingest.manifest.source import ManifestSource
 from ingest.models import UploadRequest
 from ingest.run.pipeline import RunConfig, RunReport, run_pipeline
-from ingest.upload.client import ClientOptions
+from ingest.upload.options import ClientOptions
 from ingest.upload.retry import RetryPolicy
 from tests.helpers import KEY
 

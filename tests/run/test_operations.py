@@ -19,7 +19,7 @@ from ingest.credentials import ApiKey
 from ingest.fakeserver import FakeServer, FakeServerConfig, FaultConfig, running_fake_server
 from ingest.manifest.source import ManifestSource
 from ingest.run.pipeline import RunConfig, run_pipeline
-from ingest.upload.client import ClientOptions
+from ingest.upload.options import ClientOptions
 from tests.helpers.net import free_port
 from tests.helpers.records import read_results
 

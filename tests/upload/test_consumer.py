@@ -15,10 +15,11 @@ from ingest.errors import IngestError
 from ingest.models import canonical_bytes
 from ingest.results.record import Result, Status
 from ingest.run.stats import RunStats
-from ingest.upload.client import AssetsClient, ClientOptions, open_session
+from ingest.upload.client import AssetsClient, open_session
 from ingest.upload.consumer import Consumer
 from ingest.upload.health import ServiceHealth
 from ingest.upload.limiter import RateLimiter
+from ingest.upload.options import ClientOptions
 from ingest.upload.retry import RetryPolicy
 from tests.helpers import KEY
 from tests.helpers.clock import FakeClock
