@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ingest.lazy import lazy_names
+from ingest.lazy import lazy_names as _lazy_names
 from ingest.version import __version__
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ _HOMES = {
 }
 
 
-__getattr__ = lazy_names(__name__, globals(), _HOMES)
+__getattr__ = _lazy_names(__name__, globals(), _HOMES)
 
 __all__ = [
     "ApiKey",

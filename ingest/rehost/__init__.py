@@ -9,7 +9,7 @@ Modules: ``sources`` (where bytes come from, fingerprints), ``content_types`` (o
 
 from typing import TYPE_CHECKING
 
-from ingest.lazy import lazy_names
+from ingest.lazy import lazy_names as _lazy_names
 from ingest.rehost.options import (
     DEFAULT_STORAGE_URL,
     MULTIPART_THRESHOLD,
@@ -46,7 +46,7 @@ _HOMES = {
     "safe_file_name": "ingest.rehost.storage",
     "source_kind": "ingest.rehost.sources",
 }
-__getattr__ = lazy_names(__name__, globals(), _HOMES)
+__getattr__ = _lazy_names(__name__, globals(), _HOMES)
 
 __all__ = [
     "DEFAULT_STORAGE_URL",
