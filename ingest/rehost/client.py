@@ -7,6 +7,7 @@ waiting out its backoff or ``Retry-After`` holds none (``storage.Requests``).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -25,6 +26,12 @@ class StorageClient:
         self.requests = requests  # retrying request sender; each attempt holds one of the run's upload slots
         self.tokens = tokens  # the run's token
         self.bandwidth = bandwidth  # the run's byte budget
+
+    async def warm(self) -> None:
+        """Fetch the run's token now, beside the preflight, so that the first upload does not wait for it (a round
+        trip and a TLS handshake with another host). A failure is the first upload's to meet and report."""
+        with contextlib.suppress(StorageError):
+            await self.tokens.get(self.requests)
 
     async def upload(self, body: BodyFactory, *, size: int, file_name: str, content_type: str) -> str:
         """Upload ``size`` bytes in one request; the access url."""

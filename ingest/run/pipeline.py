@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -58,7 +59,8 @@ if TYPE_CHECKING:  # imported on use (start-up time): the HTTP side once there i
     from ingest.upload.consumer import Consumer
     from ingest.upload.rehosting import RehostStep
 
-# Items in progress per request slot: the others wait out a backoff or a Retry-After without holding a slot.
+# Consumer tasks per request slot at most: a task is added (up to this) when an item is about to wait out a
+# backoff, a Retry-After or its rehost without holding a slot; a clean run keeps one task per slot.
 ITEMS_PER_SLOT = 4
 
 log = structlog.get_logger("ingest.run")
@@ -207,17 +209,28 @@ class _Run:
             ):
                 self.rehoster = rehosting.rehoster if rehosting is not None else None
                 client = AssetsClient(session, self.api_key, config.client)
-                if config.preflight:
-                    try:
-                        await preflight(client, self.limiter)  # a wrong URL or key stops here: nothing sent
-                    except IngestError as refused:
-                        self.refused = refused
-                        self.control.abort(refused)
-                        return
-                consumer = self._consumer(client, rehosting)
                 async with anyio.create_task_group() as consumers:
+                    if self.rehoster is not None and first.rehost == "upload":
+                        consumers.start_soon(self.rehoster.client.warm)  # the storage token, beside the preflight
+                    if config.preflight:
+                        try:
+                            await preflight(client, self.limiter)  # a wrong URL or key stops here: nothing sent
+                        except IngestError as refused:
+                            self.refused = refused
+                            self.control.abort(refused)
+                            consumers.cancel_scope.cancel()
+                            return
+                    tasks = config.client.concurrency
+
+                    def spare() -> None:
+                        nonlocal tasks
+                        if tasks < config.client.concurrency * ITEMS_PER_SLOT:
+                            tasks += 1
+                            consumers.start_soon(consumer.run, items.clone(), results.clone())
+
+                    consumer = self._consumer(client, rehosting, spare)
                     consumers.start_soon(self._first, consumer, first, results.clone())
-                    for _ in range(config.client.concurrency * ITEMS_PER_SLOT):
+                    for _ in range(tasks):
                         consumers.start_soon(consumer.run, items.clone(), results.clone())
 
     @staticmethod
@@ -228,7 +241,7 @@ class _Run:
             if result is not None:
                 await results.send(result)
 
-    def _consumer(self, client: AssetsClient, rehosting: RehostStep | None) -> Consumer:
+    def _consumer(self, client: AssetsClient, rehosting: RehostStep | None, spare: Callable[[], None]) -> Consumer:
         from ingest.upload.consumer import Consumer
         from ingest.upload.health import OUTAGE_PROBE_MAX, ServiceHealth
 
@@ -250,6 +263,7 @@ class _Run:
             rng=random.Random(config.seed),
             slots=config.client.concurrency,
             rehosting=rehosting,
+            spare=spare,
         )
 
     def _local_io_failed(self, error: LocalIOError) -> None:

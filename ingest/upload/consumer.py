@@ -75,6 +75,7 @@ class Consumer:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         slots: int = 1 << 30,
         rehosting: RehostStep | None = None,
+        spare: Callable[[], None] = lambda: None,
     ) -> None:
         self.client = client
         self.rehosting = rehosting  # uploads media that is not on fal first (None: --rehost never)
@@ -88,9 +89,12 @@ class Consumer:
         self.records = SentRecords(run_id)  # the final record of an item that was sent
         self.rng = rng  # backoff jitter
         self._sleep = sleep  # the backoff's wait (a fake clock's sleep in tests)
-        # Requests in flight at once, over all tasks sharing this consumer. The run starts more tasks than slots, so
-        # that an item waiting out a backoff or a Retry-After does not hold a slot other items could use.
+        # Requests in flight at once, over all tasks sharing this consumer. The run starts one task per slot; an
+        # item about to wait without its slot (a backoff, a Retry-After, the service's outage, its own rehost) asks
+        # for a spare task first (``spare``, capped by the run), so that the slot it gives back is used meanwhile.
+        # A clean run so keeps one task per slot, and a slot is never contended.
         self._slots = asyncio.Semaphore(slots)
+        self._spare = spare
 
     def __repr__(self) -> str:
         return f"Consumer(run_id={self.run_id!r}, limiter={self.limiter!r})"
@@ -100,6 +104,7 @@ class Consumer:
 
         A task takes a request slot before it takes an item, so the tasks waiting for a slot hold no item (at
         C = 256, 768 tasks each holding a queued item cost 16% of the run's items/s); ``register`` releases it.
+        With no item waiting, the slot is free again by the time the task asks for it: no wait, no hand-off.
         """
         slots = self._slots
         async with items, results:
@@ -124,6 +129,7 @@ class Consumer:
             return await self.register(item, item.body_bytes, holding=holding)
         if holding:
             self._slots.release()  # the rehost step is not a registration request: the slot is taken again for it
+        self._spare()  # the upload takes a while without a slot: another task uses it meanwhile
         assert self.rehosting is not None, "an item to rehost in a run without a rehost step"
         if item.rehost == "verify":
             changed = await self.rehosting.verify(item)
@@ -177,6 +183,7 @@ class Consumer:
             if outcome is Outcome.AUTH:
                 self._auth_rejected(item, answer)
                 return None
+            self._spare()  # this item may wait now (the service, a backoff), without its slot
             verdict = await self.health.judge(answer, sent=sent)
             if verdict is Health.STOP or self.brakes.stopping:
                 return None

@@ -9,14 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anyio
 import orjson
 import pytest
+from aiohttp import web
 
 from ingest.fakeserver import FakeServer, FakeServerConfig, FaultConfig, running_fake_server
 from ingest.fakeserver.faults import Faults
 from ingest.manifest.source import ManifestOptions
 from ingest.rehost import RehostConfig, RehostOptions
 from ingest.upload.retry import RetryPolicy
+from tests.helpers.net import serving
 from tests.helpers.pipeline import make_config, run
 from tests.helpers.rehost import environment, fetch_sha256, foreign_host, loopback_s3, write_file
 
@@ -85,6 +88,56 @@ async def test_every_kind_of_source_lands_once_and_a_rerun_does_nothing(tmp_path
             report = await run(rehost_config(manifest, results, server))
             assert report.exit_code == 0 and report.stats.skipped_done == 5
             assert server.ledger.requests == 5 and server.storage.ledger.single_uploads == uploads
+
+
+@pytest.mark.anyio
+async def test_the_storage_token_is_fetched_beside_the_preflight(tmp_path: Path) -> None:
+    """The storage token is asked for while the preflight is out (another host: a round trip and a TLS handshake
+    saved before the first byte), not after it came back. A front passing both on to the fake holds the preflight
+    for up to 3 s, waiting for the token request."""
+    write_file(tmp_path / "a.png", 3000)
+    manifest = write_jsonl(tmp_path / "m.jsonl", ["a.png"])
+    results = tmp_path / "m.results.jsonl"
+    async with running_fake_server(STRICT) as server, aiohttp.ClientSession() as session:
+        assert server.storage is not None
+        token_asked = anyio.Event()
+        seen: list[bool] = []  # per preflight: whether the token had been asked for when it was answered
+
+        async def forward(request: web.Request, url: str) -> web.Response:
+            body = await request.read()
+            headers = {
+                k: v
+                for k, v in request.headers.items()
+                if k.lower() not in ("host", "content-length", "transfer-encoding")
+            }
+            async with session.post(url, data=body, headers=headers) as resp:
+                return web.Response(status=resp.status, body=await resp.read(), content_type="application/json")
+
+        async def assets(request: web.Request) -> web.Response:
+            if "Idempotency-Key" not in request.headers:  # the preflight's probe
+                with anyio.move_on_after(3.0):
+                    await token_asked.wait()
+                seen.append(token_asked.is_set())
+            return await forward(request, f"{server.url}/assets/uploads")
+
+        async def token(request: web.Request) -> web.Response:
+            token_asked.set()
+            return await forward(request, f"{server.storage_url}/storage/auth/token?{request.query_string}")
+
+        app = web.Application()
+        app.router.add_post("/v1/assets/uploads", assets)
+        app.router.add_post("/storage/auth/token", token)
+        async with serving(app) as front:
+            config = rehost_config(manifest, results, server)
+            config = replace(
+                config,
+                client=replace(config.client, base_url=f"{front}/v1"),
+                preflight=True,
+                rehost=replace(config.rehost, storage_url=front),
+            )
+            report = await run(config)
+        assert report.exit_code == 0, records(results)
+        assert seen == [True] and server.storage.ledger.tokens_issued == 1 and server.ledger.created == 1
 
 
 @pytest.mark.anyio
