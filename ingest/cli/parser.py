@@ -9,8 +9,9 @@ from ingest.cli import offline, run
 from ingest.cli.flags import add_column_flag, add_manifest_flags, add_setting_flags
 from ingest.version import __version__
 
-# The settings ``ingest validate`` takes: those that change what a row becomes or which rows are valid.
-VALIDATE_SETTINGS = ("key_fields", "key_namespace", "require_fal_host", "rehost")
+# The settings ``ingest validate`` takes: those that change what a row becomes or which rows are valid, and the CAs
+# an https manifest's server is trusted by.
+VALIDATE_SETTINGS = ("key_fields", "key_namespace", "require_fal_host", "rehost", "ca_bundle")
 
 
 def build_parser() -> argparse.ArgumentParser:

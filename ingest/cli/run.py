@@ -29,6 +29,7 @@ from ingest.results.naming import default_results_path, expand_shard_placeholder
 from ingest.results.paths import Named, check_outputs_are_not_inputs
 from ingest.run.pipeline import RunConfig, RunReport, run_pipeline
 from ingest.settings import Settings, build_settings, unknown_env_variables
+from ingest.tls import trust
 from ingest.upload.options import ClientOptions
 from ingest.upload.retry import RetryPolicy
 from ingest.upload.transport import check_transport, proxy_for
@@ -125,7 +126,8 @@ def open_sources(paths: Sequence[str], settings: Settings) -> list[ManifestSourc
     """Open and preflight every manifest before anything is sent (a bad file is exit 2, not a half run)."""
     if list(paths).count("-") > 1:
         raise UsageError("stdin ('-') can be given only once")
-    sources = [ManifestSource.open(path, format=settings.manifest.format) for path in paths]
+    bundle = ca_bundle(settings)  # an https manifest's server is trusted as the API is
+    sources = [ManifestSource.open(path, format=settings.manifest.format, ca_bundle=bundle) for path in paths]
     options = manifest_options(settings)
     for source in sources:
         preflight(source, options)
@@ -229,7 +231,7 @@ def ca_bundle(settings: Settings) -> str | None:
         return None
     path = settings.ca_bundle.expanduser()
     try:
-        ssl.create_default_context(cafile=str(path))
+        trust(str(path))
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(f"--ca-bundle {path}: not a readable PEM file of certificates ({exc})") from None
     return str(path)

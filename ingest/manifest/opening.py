@@ -29,7 +29,7 @@ def open_bytes(source: ManifestSource) -> Iterator[ByteStream]:
         yield sys.stdin.buffer
         return
     if source.is_remote:
-        with open_remote(source.path) as remote:
+        with open_remote(source.path, ca_bundle=source.ca_bundle) as remote:
             yield cast(ByteStream, gzip.GzipFile(fileobj=remote, mode="rb")) if source.gzip else remote
         return
     try:

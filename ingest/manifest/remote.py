@@ -124,13 +124,13 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def backend_for(url: str) -> Backend:
-    """The backend that reads ``url`` (obstore for buckets, urllib for http)."""
+def backend_for(url: str, *, ca_bundle: str | None = None) -> Backend:
+    """The backend that reads ``url`` (obstore for buckets, urllib for http, trusting ``ca_bundle`` if given)."""
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("http", "https"):
         from ingest.manifest.remote_http import HttpBackend
 
-        return HttpBackend(url)
+        return HttpBackend(url, ca_bundle=ca_bundle)
     from ingest.manifest.object_stores import ObjectBackend
 
     return ObjectBackend(url)
@@ -198,11 +198,12 @@ class RemoteReader(io.RawIOBase):
         super().close()
 
 
-def open_remote(url: str) -> io.BufferedReader:
-    """A buffered, line-readable stream of the object at ``url``; ``ManifestError`` when it cannot be opened."""
+def open_remote(url: str, *, ca_bundle: str | None = None) -> io.BufferedReader:
+    """A buffered, line-readable stream of the object at ``url``; ``ManifestError`` when it cannot be opened.
+    ``ca_bundle``: the CAs an https server's certificate must chain to (``--ca-bundle``; None: the system's)."""
     name = display_name(url)
     check_url(url)
-    backend = backend_for(url)
+    backend = backend_for(url, ca_bundle=ca_bundle)
     try:
         size = backend.open()
     except RemoteError as exc:
@@ -211,19 +212,19 @@ def open_remote(url: str) -> io.BufferedReader:
     return io.BufferedReader(RemoteReader(backend, name, size), buffer_size=BUFFER)
 
 
-def first_bytes(url: str, size: int) -> bytes:
+def first_bytes(url: str, size: int, *, ca_bundle: str | None = None) -> bytes:
     """The first ``size`` bytes of the object (fewer if it is shorter); ``ManifestError`` if it cannot be read."""
-    with open_remote(url) as stream:
+    with open_remote(url, ca_bundle=ca_bundle) as stream:
         try:
             return stream.read(size)
         except OSError as exc:
             raise ManifestError(f"{display_name(url)}: {exc}") from None
 
 
-def read_head(url: str, size: int) -> tuple[int | None, bytes] | None:
+def read_head(url: str, size: int, *, ca_bundle: str | None = None) -> tuple[int | None, bytes] | None:
     """(the object's size if known, its first ``size`` bytes), or ``None`` when it cannot be read."""
     try:
-        with open_remote(url) as stream:
+        with open_remote(url, ca_bundle=ca_bundle) as stream:
             head = stream.read(size)
             total = stream.raw.size  # type: ignore[attr-defined]
     except (ManifestError, OSError):

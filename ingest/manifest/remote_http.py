@@ -3,8 +3,9 @@
 Synchronous on purpose: the manifest reader runs in a worker thread. ``Range: bytes=a-b`` pieces with the ETag of
 the first one expected on every later one (``ingest.manifest.remote``); a server that answers ``200`` to the first
 ranged GET does not do ranges, and its one response is read sequentially instead. Proxies come from the
-environment (``HTTPS_PROXY``), certificates from the system's store (``SSL_CERT_FILE``). Transient failures
-(connection errors, 429, 5xx) are tried ``ATTEMPTS`` times.
+environment (``HTTPS_PROXY``); certificates are verified as for the API (``ingest.tls``: the system's store, or only
+the CAs of ``--ca-bundle``). Transient failures (connection errors, 429, 5xx) are tried ``ATTEMPTS`` times; a
+certificate that does not verify is not transient, and says how to trust the server's CA.
 """
 
 from __future__ import annotations
@@ -18,26 +19,20 @@ import urllib.request
 from typing import Any
 
 from ingest.manifest.remote import FIRST_PIECE, ChangedError, RemoteError, first_line
+from ingest.tls import trust
 from ingest.version import __version__
 
 ATTEMPTS = 3
 TIMEOUT = 60.0  # seconds per request (connect and each read)
 _CONTENT_RANGE = re.compile(r"bytes\s+\d+-\d+/(\d+|\*)")
-_context: ssl.SSLContext | None = None
-
-
-def _ssl() -> ssl.SSLContext:
-    global _context
-    if _context is None:
-        _context = ssl.create_default_context()
-    return _context
 
 
 class HttpBackend:
     """One http(s) object."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, ca_bundle: str | None = None) -> None:
         self._url = url
+        self._ca_bundle = ca_bundle  # the CAs trusted (``--ca-bundle``); None: the system's store
         self._etag: str | None = None  # of the first piece: every later one must carry it
         self._first: bytes | None = None  # the first piece, fetched by ``open``
         self._stream: Any = None  # the one response of a server that ignores Range
@@ -92,7 +87,7 @@ class HttpBackend:
         request = urllib.request.Request(self._url, headers=headers)
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                return urllib.request.urlopen(request, timeout=TIMEOUT, context=_ssl())
+                return urllib.request.urlopen(request, timeout=TIMEOUT, context=trust(self._ca_bundle))
             except urllib.error.HTTPError as exc:
                 exc.close()
                 if exc.code == 416:
@@ -104,6 +99,8 @@ class HttpBackend:
                     continue
                 raise RemoteError(_status_message(exc.code)) from None
             except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                if isinstance(getattr(exc, "reason", exc), ssl.SSLCertVerificationError):  # nor will it in a second
+                    raise RemoteError(_tls_message(exc)) from None
                 if attempt < ATTEMPTS:
                     time.sleep(0.5 * attempt)
                     continue
@@ -125,6 +122,14 @@ def _status_message(status: int) -> str:
     if status in (401, 403):
         return f"access denied (HTTP {status})"
     return f"cannot be read (HTTP {status})"
+
+
+def _tls_message(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", exc)
+    return (
+        f"TLS failure ({first_line(str(reason))}) — if the server is right, trust its CA with --ca-bundle PATH "
+        "(or SSL_CERT_FILE)"
+    )
 
 
 def _strong(etag: str | None) -> str | None:

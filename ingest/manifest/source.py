@@ -79,12 +79,14 @@ _LINE_READERS = {"csv": read_csv, "tsv": read_csv, "jsonl": read_jsonl, "urls": 
 @dataclass(frozen=True, slots=True)
 class ManifestSource:
     """Where a manifest is read from and how: a path (``-`` for stdin), its format (``None``: decided by content
-    when read), how the format was chosen, whether it is gzip."""
+    when read), how the format was chosen, whether it is gzip, and (a URL) the CAs its https server's certificate
+    must chain to (``--ca-bundle``; ``None``: the system's store)."""
 
     path: str
     format: ManifestFormat | None
     gzip: bool
     format_how: str = "extension"
+    ca_bundle: str | None = None
 
     @property
     def name(self) -> str:
@@ -106,7 +108,7 @@ class ManifestSource:
         return self.is_stdin or self.is_remote
 
     @classmethod
-    def open(cls, path: str, *, format: str | None = None) -> ManifestSource:
+    def open(cls, path: str, *, format: str | None = None, ca_bundle: str | None = None) -> ManifestSource:
         """Resolve ``path``'s format and compression, checking that it can be read; else ``ManifestError``."""
         if format is not None and format not in FORMATS:
             raise ManifestError(f"{path}: unknown manifest format {format!r} (expected one of {', '.join(FORMATS)})")
@@ -115,21 +117,24 @@ class ManifestSource:
         if path == STDIN_PATH:
             return cls(path, forced, gzip=False, format_how=how)
         remote = is_remote(path)
-        magic = first_bytes(path, len(GZIP_MAGIC)) if remote else local_first_bytes(path, len(GZIP_MAGIC))
+        if remote:
+            magic = first_bytes(path, len(GZIP_MAGIC), ca_bundle=ca_bundle)
+        else:
+            magic = local_first_bytes(path, len(GZIP_MAGIC))
         name, named = (display_name(path), url_path(path)) if remote else (path, path)
         gz_suffix = named.lower().endswith(".gz")
         if gz_suffix and magic != GZIP_MAGIC:
             raise ManifestError(f"{name}: has a .gz suffix but is not gzip-compressed")
         gz = gz_suffix or magic == GZIP_MAGIC
         if forced is not None:
-            return cls(path, forced, gz, "forced")
+            return cls(path, forced, gz, "forced", ca_bundle)
         known, by_name = format_from_name(named)
         if not known:
             raise ManifestError(
                 f"{name}: unknown manifest format (expected a .csv, .tsv, .txt, .json, .jsonl, .ndjson, .list or "
                 f".urls name, optionally + .gz; or pass --format {'|'.join(FORMATS)})"
             )
-        return cls(path, by_name, gz, "extension" if by_name else "content")
+        return cls(path, by_name, gz, "extension" if by_name else "content", ca_bundle)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,10 +28,17 @@ MAX_CANDIDATES = 200  # results files looked at by ``elsewhere``, per directory
 MAX_FIRST_LINE = 1 << 20  # bytes of a candidate's first line read
 
 
-def same_manifest(path: str, recorded: dict[str, Any], heads: dict[str, bytes | None] | None = None) -> bool:
+def same_manifest(
+    path: str,
+    recorded: dict[str, Any],
+    heads: dict[str, bytes | None] | None = None,
+    *,
+    ca_bundle: str | None = None,
+) -> bool:
     """Whether the manifest at ``path`` is the one ``recorded`` (same path, or same first bytes; a URL by its
     name without the query, so a re-signed URL of the same object is the same manifest). ``heads`` keeps a
-    remote manifest's first bytes between calls, so that it is fetched once, not once per candidate."""
+    remote manifest's first bytes between calls, so that it is fetched once, not once per candidate;
+    ``ca_bundle`` is the CAs an https manifest's server is trusted by (``--ca-bundle``)."""
     remote = is_remote(path)
     if recorded.get("path") == (display_name(path) if remote else path):
         return True
@@ -42,7 +49,7 @@ def same_manifest(path: str, recorded: dict[str, Any], heads: dict[str, bytes | 
     if remote:
         memo = heads if heads is not None else {}
         if path not in memo:
-            got = read_head(path, HEAD_BYTES)
+            got = read_head(path, HEAD_BYTES, ca_bundle=ca_bundle)
             memo[path] = None if got is None else got[1]
         head = (memo[path] or b"")[:want]
     else:
@@ -60,11 +67,12 @@ def foreign(
     key_settings: dict[str, Any],
     *,
     known: Callable[[str], bool] = lambda path: False,
+    ca_bundle: str | None = None,
 ) -> list[str]:
     """Why the results file of ``history`` was made for other manifests or key settings (empty: it was not).
 
     ``known(path)`` says whether the file already knows some of the manifest's items (a manifest ``ingest failed``
-    wrote from this very file is not foreign, whatever its name)."""
+    wrote from this very file is not foreign, whatever its name). ``ca_bundle``: as for ``same_manifest``."""
     if not history.started:
         return []
     problems = []
@@ -72,7 +80,9 @@ def foreign(
     names = ", ".join(sorted({str(m.get("path")) for m in recorded})) or "none recorded"
     heads: dict[str, bytes | None] = {}
     for path in manifests:
-        if path != "-" and not any(same_manifest(path, m, heads) for m in recorded) and not known(path):
+        if path == "-" or any(same_manifest(path, m, heads, ca_bundle=ca_bundle) for m in recorded):
+            continue
+        if not known(path):
             problems.append(f"manifest {path} is not one this results file was made for ({names})")
     before = history.key_settings()
     if before is not None and before != key_settings:
@@ -83,8 +93,9 @@ def foreign(
     return problems
 
 
-def elsewhere(results: Path, manifests: Sequence[str]) -> Path | None:
-    """Another results file, beside ``results`` or a manifest, whose first run read one of ``manifests``."""
+def elsewhere(results: Path, manifests: Sequence[str], *, ca_bundle: str | None = None) -> Path | None:
+    """Another results file, beside ``results`` or a manifest, whose first run read one of ``manifests``
+    (``ca_bundle``: as for ``same_manifest``)."""
     directories = dict.fromkeys([results.parent, *(Path(m).parent for m in manifests if m != "-" and not is_remote(m))])
     heads: dict[str, bytes | None] = {}
     for directory in directories:
@@ -93,7 +104,8 @@ def elsewhere(results: Path, manifests: Sequence[str]) -> Path | None:
             if first is None:
                 continue
             recorded = [m for m in first.get("manifests") or [] if isinstance(m, dict)]
-            if any(same_manifest(path, m, heads) for path in manifests if path != "-" for m in recorded):
+            pairs = ((path, m) for path in manifests if path != "-" for m in recorded)
+            if any(same_manifest(path, m, heads, ca_bundle=ca_bundle) for path, m in pairs):
                 return candidate
     return None
 

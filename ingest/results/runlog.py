@@ -55,13 +55,13 @@ def is_run_record(record: object) -> bool:
     return isinstance(record, dict) and record.get("record") in (RUN_STARTED, RUN_ENDED)
 
 
-def manifest_identity(path: str) -> dict[str, Any]:
+def manifest_identity(path: str, *, ca_bundle: str | None = None) -> dict[str, Any]:
     """``{"path", "size", "head_sha256"}`` of a manifest file or URL (stdin: path ``-``, size and fingerprint
-    null)."""
+    null); ``ca_bundle``: the CAs an https manifest's server is trusted by (``--ca-bundle``)."""
     if path == "-":
         return {"path": "-", "size": None, "head_sha256": None}
     if is_remote(path):  # one ranged GET of its first bytes; the URL without its query (a signature)
-        got = read_head(path, HEAD_BYTES)
+        got = read_head(path, HEAD_BYTES, ca_bundle=ca_bundle)
         name = display_name(path)
         if got is None:
             return {"path": name, "size": None, "head_sha256": None}

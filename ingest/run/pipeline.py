@@ -95,6 +95,7 @@ class _Run:
             manifests=[source.path for source in config.sources],
             key_fields=config.keys.key_fields,
             key_namespace=config.keys.key_namespace,
+            ca_bundle=config.client.ca_bundle,
         )
         # A fresh results file: its first answers tell whether the items were done by a run recorded elsewhere.
         fresh = index.lines_read == 0

@@ -78,13 +78,15 @@ def check_belonging(config: RunConfig, index: ResumeIndex) -> None:
     def known(manifest: str) -> bool:
         return _knows_some(index, by_path[manifest], keys, options)
 
-    problems = foreign(index.history, manifests, settings, known=known) if index.history.started else []
+    ca_bundle = config.client.ca_bundle
+    started = index.history.started
+    problems = foreign(index.history, manifests, settings, known=known, ca_bundle=ca_bundle) if started else []
     for problem in problems:
         log.warning("results.foreign", results=str(path), problem=problem, strict=strict)
     if problems and strict:
         raise UsageError(f"{path}: {problems[0]} (--strict refuses; give the right --results)")
     if index.lines_read == 0 and len(family(path)) <= 1:
-        other = elsewhere(path, manifests)
+        other = elsewhere(path, manifests, ca_bundle=ca_bundle)
         if other is not None:
             log.warning(
                 "results.elsewhere",

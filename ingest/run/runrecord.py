@@ -47,9 +47,11 @@ class RunRecorder:
         manifests: Sequence[str],
         key_fields: Sequence[str],
         key_namespace: str | None,
+        ca_bundle: str | None = None,
     ) -> None:
         self.run_id = run_id
         self.manifests = list(manifests)  # paths as given ("-" for stdin)
+        self.ca_bundle = ca_bundle  # the CAs an https manifest's server is trusted by, to fingerprint it
         self.key_settings = {"key_fields": list(key_fields), "key_namespace": key_namespace}
         self.started_at = utc_now()  # ISO-8601 UTC, as in the results file
         self.started_epoch = time.time()
@@ -67,7 +69,7 @@ class RunRecorder:
             run_id=self.run_id,
             started_at=self.started_at,
             version=__version__,
-            manifests=[manifest_identity(path) for path in self.manifests],
+            manifests=[manifest_identity(path, ca_bundle=self.ca_bundle) for path in self.manifests],
             **self.key_settings,
         )
 

@@ -113,7 +113,8 @@ class Settings(BaseModel):
     failure_min_items: int = Field(default=1000, ge=1, description="finished items before failure_ratio applies")
     ca_bundle: Path | None = Field(
         default=None,
-        description="PEM file of the CAs to trust for the API (default: the system's; SSL_CERT_FILE also works)",
+        description="PEM file of the CAs to trust for the API, fal storage and https manifests (default: the "
+        "system's; SSL_CERT_FILE also works)",
     )
     allow_insecure_http: bool = Field(default=False, description="send the key over plain http to a non-loopback host")
     require_fal_host: bool = Field(

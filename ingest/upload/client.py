@@ -28,6 +28,7 @@ import structlog
 
 from ingest.credentials import ApiKey
 from ingest.models import ErrorEnvelope, UploadResponse
+from ingest.tls import trust
 from ingest.upload.masking import SecretMask
 from ingest.upload.options import ClientOptions
 from ingest.upload.quota import Quota, QuotaReader
@@ -72,9 +73,7 @@ async def open_session(options: ClientOptions) -> AsyncIterator[aiohttp.ClientSe
     """The run's single session: connection pool sized to the concurrency, connect and total timeouts."""
     # The system's trust store (honouring SSL_CERT_FILE / SSL_CERT_DIR), or only the CAs of --ca-bundle. ``True`` is
     # aiohttp's own verified default context, made when it was imported (making another one costs ~90 ms of start-up).
-    context: ssl.SSLContext | bool = True
-    if options.ca_bundle is not None:
-        context = ssl.create_default_context(cafile=options.ca_bundle)
+    context: ssl.SSLContext | bool = True if options.ca_bundle is None else trust(options.ca_bundle)
     connector = aiohttp.TCPConnector(
         limit=options.concurrency, limit_per_host=options.concurrency, ttl_dns_cache=300, ssl=context
     )

@@ -1,4 +1,5 @@
-"""``ingest run`` / ``validate`` of a manifest in a bucket (a real S3 on loopback) or behind a web server."""
+"""``ingest run`` / ``validate`` of a manifest in a bucket (a real S3 on loopback) or behind a web server (http, or
+https with a private CA)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from ingest.fakeserver import FakeServer
 from tests.helpers import KEY
 from tests.helpers.cli import CliResult, clean_env, run_cli
+from tests.helpers.hostile_server import tls_context
 from tests.helpers.records import media_rows, read_results, run_records
 from tests.helpers.rehost import loopback_s3
 from tests.helpers.remote import web_files
@@ -93,3 +95,35 @@ async def test_a_missing_or_unreachable_remote_manifest_is_exit_2_in_one_line(tm
         assert done.returncode == 2, done.stderr[-3000:]
         assert expected in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert [path async for path in anyio.Path(tmp_path).iterdir()] == []
+
+
+async def test_an_https_manifest_behind_a_private_ca_is_read_with_ca_bundle(
+    tmp_path: Path, fake_server: FakeServer
+) -> None:
+    """An https manifest whose server's CA only ``--ca-bundle`` names is read by ``validate``, ``run --dry-run`` and
+    ``run`` (its run record fingerprinted, so that a copy at another URL run into a fresh results file is known by
+    its first bytes: ``results.elsewhere``); without the bundle, ``validate`` and ``--dry-run`` end with exit 2 and
+    one line saying TLS failed and naming --ca-bundle."""
+    context, cert = tls_context(tmp_path)
+    trusting = ("--ca-bundle", str(cert))
+    base = ("--base-url", fake_server.url, "--rate", "500")
+    results = ("--results", str(tmp_path / "r.jsonl"))
+    async with web_files({"m.jsonl": JSONL, "copy.jsonl": JSONL}, ssl_context=context) as web:
+        untrusted = await ingest("validate", web.url("m.jsonl"), cwd=tmp_path)
+        dry_untrusted = await ingest("run", web.url("m.jsonl"), "--dry-run", *base, *results, cwd=tmp_path)
+        checked = await ingest("validate", web.url("m.jsonl"), *trusting, cwd=tmp_path)
+        dry = await ingest("run", web.url("m.jsonl"), "--dry-run", *base, *results, *trusting, cwd=tmp_path)
+        first = await ingest("run", web.url("m.jsonl"), *base, *results, *trusting, cwd=tmp_path)
+        fresh = ("--results", str(tmp_path / "fresh.jsonl"))
+        copy = await ingest("run", web.url("copy.jsonl"), *base, *fresh, *trusting, cwd=tmp_path)
+    for done in (untrusted, dry_untrusted):
+        assert done.returncode == 2, done.stderr[-3000:]
+        assert "TLS failure" in done.stderr and "--ca-bundle" in done.stderr, done.stderr[-3000:]
+        assert "Traceback" not in done.stderr
+    assert checked.returncode == 0 and "4 valid" in checked.stdout, checked.stderr[-3000:]
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert first.returncode == 0 and copy.returncode == 0, first.stderr[-3000:] + copy.stderr[-3000:]
+    assert fake_server.ledger.stats()["created"] == 4
+    started = run_records(tmp_path / "r.jsonl")[0]
+    assert started["manifests"][0]["head_sha256"] is not None
+    assert warned(copy, "results.elsewhere") == ["results.elsewhere"]

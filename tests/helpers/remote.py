@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -34,8 +35,10 @@ def _etag(body: bytes) -> str:
 
 
 @contextlib.asynccontextmanager
-async def web_files(files: dict[str, bytes], *, ranges: bool = True) -> AsyncIterator[WebFiles]:
-    """A real aiohttp server on 127.0.0.1 serving ``files`` at ``/<name>``."""
+async def web_files(
+    files: dict[str, bytes], *, ranges: bool = True, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[WebFiles]:
+    """A real aiohttp server on 127.0.0.1 serving ``files`` at ``/<name>`` (over https with ``ssl_context``)."""
     state = WebFiles(dict(files), ranges)
 
     async def serve(request: web.Request) -> web.Response:
@@ -62,6 +65,6 @@ async def web_files(files: dict[str, bytes], *, ranges: bool = True) -> AsyncIte
 
     app = web.Application()
     app.router.add_get("/{name:.+}", serve)
-    async with serving(app) as origin:
+    async with serving(app, ssl_context=ssl_context) as origin:
         state.base = origin
         yield state
