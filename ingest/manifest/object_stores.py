@@ -1,10 +1,11 @@
 """A manifest in S3, GCS or Azure Blob Storage, read in ranges through obstore (``ingest.manifest.remote``).
 
-Stores are built as the rehost stage builds them (``obstore.store.from_url`` of ``scheme://bucket``), so the
-same credential chains apply (environment, config files, IMDS / IRSA / workload identity) and
-``AWS_ENDPOINT_URL`` / ``AWS_ALLOW_HTTP`` reach an S3-compatible store. A store lives as long as one opening of the
-manifest (a run opens it a handful of times: checks, the run's identity record, the read itself). The store's own
-retries are bounded (``RETRY``) so that an unreachable endpoint is an error in seconds, not minutes.
+``object_store`` is where every obstore store of the package is built, here and for the rehost stage's media
+(``ingest.rehost.sources``): ``obstore.store.from_url`` of ``scheme://bucket`` (``bucket_root``), so the same
+credential chains apply (environment, config files, IMDS / IRSA / workload identity) and ``AWS_ENDPOINT_URL`` /
+``AWS_ALLOW_HTTP`` reach an S3-compatible store. A manifest's store lives as long as one opening of the manifest (a
+run opens it a handful of times: checks, the run's identity record, the read itself); its retries are bounded
+(``RETRY``) so that an unreachable endpoint is an error in seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -18,20 +19,26 @@ from ingest.manifest.remote import ChangedError, RemoteError, first_line
 RETRY: Any = {"max_retries": 3, "retry_timeout": timedelta(seconds=30)}
 
 
-def object_store(root: str) -> Any:
-    """A new obstore store of the bucket ``root`` (``s3://bucket``), configured from the environment now."""
+def bucket_root(url: str) -> str:
+    """The bucket an object URL is in, as a store is built for it: ``s3://bucket/a/b.png`` → ``s3://bucket``."""
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{parts.netloc}"
+
+
+def object_store(root: str, *, retry: Any = None) -> Any:
+    """A new obstore store of the bucket ``root`` (``s3://bucket``), configured from the environment now; ``retry``
+    is obstore's ``RetryConfig`` (``None``: obstore's default)."""
     from obstore.store import from_url
 
-    return from_url(root, retry_config=RETRY)
+    return from_url(root, retry_config=retry)
 
 
 class ObjectBackend:
     """One object of a bucket: ``head`` for its size and ETag, then ranged GETs pinned to that ETag."""
 
     def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self._root = f"{parts.scheme.lower()}://{parts.netloc}"
-        self._path = unquote(parts.path.lstrip("/"))  # the object's key
+        self._root = bucket_root(url)
+        self._path = unquote(urlsplit(url).path.lstrip("/"))  # the object's key
         self._store: Any = None
         self._etag: str | None = None
 
@@ -42,7 +49,7 @@ class ObjectBackend:
         import obstore
 
         try:
-            self._store = object_store(self._root)
+            self._store = object_store(self._root, retry=RETRY)
             meta = obstore.head(self._store, self._path)
         except Exception as exc:  # obstore's own tree, FileNotFoundError, a configuration ValueError
             raise _error(exc) from None

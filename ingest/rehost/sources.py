@@ -25,6 +25,8 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 import anyio
 
+from ingest.manifest.object_stores import bucket_root, object_store
+
 if TYPE_CHECKING:
     from hashlib import _Hash
 
@@ -95,21 +97,14 @@ class Sources:
         if kind == "http":
             return HttpSource(url, self._session)
         if kind in OBJECT_SCHEMES:
-            root = _bucket_root(url)
+            root = bucket_root(url)
             if root not in self._stores:
-                from obstore.store import from_url
-
-                self._stores[root] = from_url(root)
+                self._stores[root] = object_store(root)
             return ObjectSource(url, kind, self._stores[root])
         return LocalSource(local_path(url, manifest_dir))
 
     def __repr__(self) -> str:
         return f"Sources(stores={sorted(self._stores)})"
-
-
-def _bucket_root(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 def local_path(url: str, manifest_dir: Path) -> Path:
