@@ -20,11 +20,11 @@ import enum
 import os
 import re
 from pathlib import Path
-from typing import BinaryIO
 
 import orjson
 
 from ingest.keytable import KeyTable, fingerprint, fingerprint_bytes
+from ingest.results.lines import CompleteLines
 from ingest.results.naming import family
 from ingest.results.rules import replaces
 from ingest.results.runlog import RUN_RECORD_PREFIX, RunHistory
@@ -156,7 +156,6 @@ _FAST = re.compile(
 )
 _RETRYABLE = b'"retryable":true'
 _HEX8 = re.compile(rb"[0-9a-f]{8}")
-MAX_RECORD_BYTES = 32 << 20  # a longer line is not a record of ours (a 201 asset is capped at max_response_bytes)
 _ROW_FP_TAG = b',"row_fp":"'  # the last field, when present: ,"row_fp":"<16 hex>"}\n
 _ROW_FP_FROM_END = len(_ROW_FP_TAG) + 16 + 3
 
@@ -226,45 +225,31 @@ def load_index(path: Path, *, with_family: bool = True) -> ResumeIndex:
 
 
 def _read_into(index: ResumeIndex, path: Path, *, own: bool, start: int = 0) -> None:
-    """Fold every line of ``path`` (from byte ``start``, a line's start) in; a line longer than ``MAX_RECORD_BYTES``
-    is skipped in bounded reads and counted as unreadable, so memory stays flat whatever the file holds."""
-    offset, number = start, index.own_lines if own else 0
+    """Fold every complete line of ``path`` (from byte ``start``, a line's start) in (``ingest.results.lines``); a
+    line longer than ``MAX_RECORD_BYTES`` (``None`` there) is counted as unreadable."""
+    number = index.own_lines if own else 0
     with path.open("rb") as file:
-        file.seek(start)
-        while raw := file.readline(MAX_RECORD_BYTES):
+        lines = CompleteLines(file, start=start)
+        for _, raw in lines:
             number += 1
-            overlong = len(raw) == MAX_RECORD_BYTES and not raw.endswith(b"\n")
-            if overlong:
-                raw += _skip_line(file)
-            if not raw.endswith(b"\n"):
-                if own:
-                    index.torn_tail = True
-                    index.repair_offset = offset
-                break
-            offset = file.tell() if overlong else offset + len(raw)
             index.lines_read += 1
             if own:
                 index.own_lines = number
-            if not overlong and (_fold_line(index, raw, own=own) or not raw.strip()):  # records first: no strip() copy
+            if raw is not None and (_fold_line(index, raw, own=own) or not raw.strip()):  # records first: no copy
                 continue
             index.unreadable_count += 1
             if len(index.unreadable_lines) < 20 and own:
                 index.unreadable_lines.append(number)
     if own:
-        index.covered = offset
+        index.covered = lines.end
+        if lines.torn:
+            index.torn_tail = True
+            index.repair_offset = lines.end
 
 
 def fold_tail(index: ResumeIndex, path: Path) -> None:
     """Fold the lines of ``path`` (the run's own file) past ``index.covered`` in: what was appended since."""
     _read_into(index, path, own=True, start=index.covered)
-
-
-def _skip_line(file: BinaryIO) -> bytes:
-    """Read past the rest of an overlong line; ``b"\\n"`` if its end was found, else ``b""`` (the file ended)."""
-    while chunk := file.readline(1 << 20):
-        if chunk.endswith(b"\n"):
-            return b"\n"
-    return b""
 
 
 def _estimate_records(path: Path) -> int:

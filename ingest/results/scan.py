@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from ingest.errors import UsageError
+from ingest.results.lines import CompleteLines
 from ingest.results.record import Status
 from ingest.results.rules import replaces
 from ingest.results.runlog import RUN_RECORD_PREFIX, RunHistory
@@ -94,26 +95,22 @@ def parse_record(raw: bytes) -> dict[str, Any] | None:
 
 
 def read_records(path: Path, tally: FileTally) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(byte offset, record)`` per readable line of ``path``; counts the rest in ``tally``."""
-    offset = 0
+    """Yield ``(byte offset, record)`` per readable complete line of ``path`` (``ingest.results.lines``); counts
+    the rest in ``tally``."""
     try:
         with path.open("rb") as file:
-            for raw in file:
-                start, offset = offset, offset + len(raw)
-                if not raw.endswith(b"\n"):
-                    tally.torn_tail = True
-                    return
+            lines = CompleteLines(file)
+            for start, raw in lines:
                 tally.lines += 1
-                if not raw.strip():
-                    continue
-                if raw.startswith(RUN_RECORD_PREFIX):
-                    _add_run(tally, raw)
-                    continue
-                record = parse_record(raw)
-                if record is None:
+                if raw is None:  # longer than any record of ours
                     tally.unreadable += 1
-                    continue
-                yield start, record
+                elif raw.startswith(RUN_RECORD_PREFIX):
+                    _add_run(tally, raw)
+                elif (record := parse_record(raw)) is not None:
+                    yield start, record
+                elif raw.strip():  # a blank line is nothing, not unreadable
+                    tally.unreadable += 1
+            tally.torn_tail = lines.torn
     except OSError as exc:
         raise UsageError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
 
