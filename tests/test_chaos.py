@@ -17,16 +17,12 @@ import pytest
 
 from tests.helpers.processes import (
     API_KEY,
-    Worker,
+    Processes,
     assert_exactly_once,
     assert_no_traceback,
-    fake_server_process,
-    run_worker,
-    start_worker,
     strict_records,
     succeeded_by_line,
     write_csv_manifest,
-    write_profile,
 )
 from tests.helpers.records import media_url
 
@@ -39,27 +35,18 @@ def _report(name: str, stats: dict[str, object], **extra: object) -> None:
     print(f"\n[{name}] {figures} {extra}")
 
 
-def test_flaky_server_every_item_created_exactly_once(tmp_path: Path) -> None:
+def test_flaky_server_every_item_created_exactly_once(tmp_path: Path, processes: Processes) -> None:
     """Under 10% 429, 5% 5xx, 3% commit-then-fail and 2% stalls past the client timeout, every item lands once."""
-    profile = write_profile(
-        tmp_path / "flaky.toml",
-        seed=11,
-        p_429=0.10,
-        retry_after_s=1.0,
-        p_5xx=0.05,
-        p_commit_then_fail=0.03,
-        p_slow=0.02,
-        slow_s=1.5,
-    )
     expected = write_csv_manifest(tmp_path / "media.csv", 200, prefix="flaky", repeat=[3, 50, 199])
     results = tmp_path / "results.jsonl"
-    with fake_server_process(profile, tmp_path) as server:
+    with processes.fake_server(
+        seed=11, p_429=0.10, retry_after_s=1.0, p_5xx=0.05, p_commit_then_fail=0.03, p_slow=0.02, slow_s=1.5
+    ) as server:
         started = time.monotonic()
-        code, worker = run_worker(
+        code, worker = processes.run(
             [tmp_path / "media.csv"],
             results,
             server.url,
-            log_dir=tmp_path,
             concurrency=16,
             rate=200,
             extra=[*NO_GIVING_UP, "--request-timeout", "1"],
@@ -83,27 +70,23 @@ def test_flaky_server_every_item_created_exactly_once(tmp_path: Path) -> None:
     assert stats["dropped"] + stats["replayed"] + stats["conflicts_409"] > 0
 
 
-def test_sigkill_at_random_points_then_rerun_is_exactly_once(tmp_path: Path) -> None:
+def test_sigkill_at_random_points_then_rerun_is_exactly_once(tmp_path: Path, processes: Processes) -> None:
     """SIGKILLed at seeded random moments (once mid-write), reruns finish the job with no item created twice."""
     rng = random.Random(20261123)
-    profile = write_profile(tmp_path / "latency.toml", base_latency_s=0.05)
     manifest = tmp_path / "media.csv"
     expected = write_csv_manifest(manifest, 1200, prefix="crash")
     results = tmp_path / "results.jsonl"
     kills, codes, expect_repair = 0, [], False
-    with fake_server_process(profile, tmp_path) as server:
+    with processes.fake_server(base_latency_s=0.05) as server:
         for run in range(8):
-            worker = start_worker([manifest], results, server.url, log_dir=tmp_path, concurrency=16, rate=400)
-            try:
-                if kills < 3:
-                    worker.wait_for_event("run.started", timeout=30)
-                    time.sleep(rng.uniform(0.05, 1.2))
-                    if worker.proc.poll() is None:
-                        worker.kill()
-                        kills += 1
-                code = worker.wait(timeout=60)
-            finally:
-                worker.kill()
+            worker = processes.start([manifest], results, server.url, concurrency=16, rate=400)
+            if kills < 3:
+                worker.wait_for_event("run.started", timeout=30)
+                time.sleep(rng.uniform(0.05, 1.2))
+                if worker.proc.poll() is None:
+                    worker.kill()
+                    kills += 1
+            code = worker.wait(timeout=60)
             assert_no_traceback(worker)
             codes.append(code)
             if expect_repair:
@@ -132,14 +115,13 @@ def _simulate_torn_write(results: Path) -> None:
         file.write(b'{"key": "0b5e0c6e-torn", "manifest": "media.csv", "line": 2, "status": "succ')
 
 
-def test_server_token_bucket_run_converges_without_exceeding_rate(tmp_path: Path) -> None:
+def test_server_token_bucket_run_converges_without_exceeding_rate(tmp_path: Path, processes: Processes) -> None:
     """A server bucket of 20/s under a configured 40/s: the run completes once, never over 40 in any 1 s window."""
-    profile = write_profile(tmp_path / "throttle.toml", bucket_rate=20.0, bucket_burst=2)
     expected = write_csv_manifest(tmp_path / "media.csv", 150, prefix="throttle")
     results = tmp_path / "results.jsonl"
-    with fake_server_process(profile, tmp_path) as server:
-        code, worker = run_worker(
-            [tmp_path / "media.csv"], results, server.url, log_dir=tmp_path, concurrency=8, rate=40, extra=NO_GIVING_UP
+    with processes.fake_server(bucket_rate=20.0, bucket_burst=2) as server:
+        code, worker = processes.run(
+            [tmp_path / "media.csv"], results, server.url, concurrency=8, rate=40, extra=NO_GIVING_UP
         )
         stats, assets = server.stats(), server.assets()
     summary = next(e for e in worker.events() if e["event"] == "run.summary")
@@ -159,16 +141,15 @@ def test_server_token_bucket_run_converges_without_exceeding_rate(tmp_path: Path
     assert 150 / summary["elapsed_s"] >= 8.0, "the run did not converge near the server's 20/s"
 
 
-def test_announced_quota_is_the_ceiling_with_almost_no_429s(tmp_path: Path) -> None:
+def test_announced_quota_is_the_ceiling_with_almost_no_429s(tmp_path: Path, processes: Processes) -> None:
     """A bucket of 20/s that announces itself (``RateLimit-Policy: "default";q=20;w=1`` on every answer) under a
     configured 40/s: the preflight probe's answer already announces it, so the run is paced a margin below 20/s from
     its first request and meets (almost) no 429; exactly once, and the headers parse (nothing ignored)."""
-    profile = write_profile(tmp_path / "quota.toml", bucket_rate=20.0, bucket_burst=2, quota_headers="ratelimit")
     expected = write_csv_manifest(tmp_path / "media.csv", 120, prefix="quota")
     results = tmp_path / "results.jsonl"
-    with fake_server_process(profile, tmp_path) as server:
-        code, worker = run_worker(
-            [tmp_path / "media.csv"], results, server.url, log_dir=tmp_path, concurrency=8, rate=40, extra=NO_GIVING_UP
+    with processes.fake_server(bucket_rate=20.0, bucket_burst=2, quota_headers="ratelimit") as server:
+        code, worker = processes.run(
+            [tmp_path / "media.csv"], results, server.url, concurrency=8, rate=40, extra=NO_GIVING_UP
         )
         stats, assets = server.stats(), server.assets()
     throttled = stats["by_status"].get("429", 0)
@@ -181,15 +162,13 @@ def test_announced_quota_is_the_ceiling_with_almost_no_429s(tmp_path: Path) -> N
     assert not [e for e in worker.events() if e["event"] == "ratelimit.header_ignored"]
 
 
-def test_rate_cap_holds_in_every_window_as_seen_by_the_server(tmp_path: Path) -> None:
+def test_rate_cap_holds_in_every_window_as_seen_by_the_server(tmp_path: Path, processes: Processes) -> None:
     """With nothing slowing it down, the server never sees more than ``--rate`` requests in any one second, give or
     take arrival jitter (issue 5's bound, 1.05 x rate + 1: at most 53 for --rate 50; typically 47-50 here)."""
     expected = write_csv_manifest(tmp_path / "media.csv", 150, prefix="cap")
     results = tmp_path / "results.jsonl"
-    with fake_server_process("none", tmp_path) as server:
-        code, worker = run_worker(
-            [tmp_path / "media.csv"], results, server.url, log_dir=tmp_path, concurrency=32, rate=50
-        )
+    with processes.fake_server() as server:
+        code, worker = processes.run([tmp_path / "media.csv"], results, server.url, concurrency=32, rate=50)
         stats, assets = server.stats(), server.assets()
     _report("rate-cap", stats, peak=stats["max_requests_in_any_1s"], first_1s=stats["first_1s_requests"])
     assert code == 0, worker.stderr()[-4000:]
@@ -198,14 +177,13 @@ def test_rate_cap_holds_in_every_window_as_seen_by_the_server(tmp_path: Path) ->
     assert stats["first_1s_requests"] <= 53
 
 
-def test_revoked_credentials_abort_at_once_then_rerun_completes(tmp_path: Path) -> None:
+def test_revoked_credentials_abort_at_once_then_rerun_completes(tmp_path: Path, processes: Processes) -> None:
     """Revoked after 100 requests: exit 3 within a handful of requests, nothing marked failed; a rerun finishes."""
-    profile = write_profile(tmp_path / "revoked.toml", revoke_after=100)
     manifest = tmp_path / "media.csv"
     expected = write_csv_manifest(manifest, 400, prefix="revoked")
     results = tmp_path / "results.jsonl"
-    with fake_server_process(profile, tmp_path) as server:
-        code, worker = run_worker([manifest], results, server.url, log_dir=tmp_path, concurrency=8, rate=200)
+    with processes.fake_server(revoke_after=100) as server:
+        code, worker = processes.run([manifest], results, server.url, concurrency=8, rate=200)
         stats, first_assets = server.stats(), server.assets()
     _report("revoked", stats, after_first_auth_failure=stats["requests_after_first_auth_failure"])
     assert_no_traceback(worker)
@@ -223,8 +201,8 @@ def test_revoked_credentials_abort_at_once_then_rerun_completes(tmp_path: Path) 
     assert API_KEY not in worker.stderr() and API_KEY not in results.read_text(encoding="utf-8")
 
     # The operator fixes the key; a fresh server (it knows none of the keys) gets only what was not recorded.
-    with fake_server_process("none", tmp_path) as fresh:
-        code, rerun = run_worker([manifest], results, fresh.url, log_dir=tmp_path, concurrency=8, rate=400)
+    with processes.fake_server() as fresh:
+        code, rerun = processes.run([manifest], results, fresh.url, concurrency=8, rate=400)
         fresh_stats, fresh_assets = fresh.stats(), fresh.assets()
     _report("revoked-rerun", fresh_stats)
     assert code == 0, rerun.stderr()[-4000:]
@@ -239,25 +217,18 @@ def test_revoked_credentials_abort_at_once_then_rerun_completes(tmp_path: Path) 
     assert len(twice) <= 8
 
 
-def test_second_run_on_same_results_file_is_refused(tmp_path: Path) -> None:
+def test_second_run_on_same_results_file_is_refused(tmp_path: Path, processes: Processes) -> None:
     """While one run holds the results file, a second exits 2 naming the lock; the first still completes."""
-    profile = write_profile(tmp_path / "slow.toml", base_latency_s=0.1)
     manifest = tmp_path / "media.csv"
     expected = write_csv_manifest(manifest, 60, prefix="lock")
     results = tmp_path / "results.jsonl"
-    with fake_server_process(profile, tmp_path) as server:
-        first = start_worker([manifest], results, server.url, log_dir=tmp_path, concurrency=2, rate=100, name="first")
-        second: Worker | None = None
-        try:
-            first.wait_for_event("run.started", timeout=30)
-            second = start_worker([manifest], results, server.url, log_dir=tmp_path, name="second")
-            assert second.wait(timeout=30) == 2
-            assert first.proc.poll() is None, "the first run was already done: the lock was not contended"
-            assert first.wait(timeout=60) == 0, first.stderr()[-4000:]
-        finally:
-            first.kill()
-            if second is not None:
-                second.kill()
+    with processes.fake_server(base_latency_s=0.1) as server:
+        first = processes.start([manifest], results, server.url, concurrency=2, rate=100, name="first")
+        first.wait_for_event("run.started", timeout=30)
+        second = processes.start([manifest], results, server.url, name="second")
+        assert second.wait(timeout=30) == 2
+        assert first.proc.poll() is None, "the first run was already done: the lock was not contended"
+        assert first.wait(timeout=60) == 0, first.stderr()[-4000:]
         stats, assets = server.stats(), server.assets()
     assert "in use by another ingest run" in second.stderr()
     assert_no_traceback(second)
@@ -265,20 +236,18 @@ def test_second_run_on_same_results_file_is_refused(tmp_path: Path) -> None:
     assert stats["created"] == 60
 
 
-def test_conflict_after_earlier_failures_is_retried(tmp_path: Path) -> None:
+def test_conflict_after_earlier_failures_is_retried(tmp_path: Path, processes: Processes) -> None:
     """An item whose 6th attempt meets its first 409 (its 5th timed out in a stall) waits and succeeds."""
     # Seed 703 draws, for one sequential client: four 5xx, then a stall longer than the request timeout (the
     # asset is created 2.5 s later), then a request that passes the gateway and meets the in-progress key: 409.
-    profile = write_profile(tmp_path / "c409.toml", seed=703, p_5xx=0.5, p_slow=0.5, slow_s=2.5, retry_after_s=0.0)
     manifest = tmp_path / "one.csv"
     manifest.write_text(f"url,type\n{media_url(1, 'c409')},image\n", encoding="utf-8")
     results = tmp_path / "results.jsonl"
-    with fake_server_process(profile, tmp_path) as server:
-        code, _ = run_worker(
+    with processes.fake_server(seed=703, p_5xx=0.5, p_slow=0.5, slow_s=2.5, retry_after_s=0.0) as server:
+        code, _ = processes.run(
             [manifest],
             results,
             server.url,
-            log_dir=tmp_path,
             concurrency=1,
             rate=100,
             extra=[*NO_GIVING_UP, "--request-timeout", "1"],

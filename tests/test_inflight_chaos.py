@@ -17,9 +17,9 @@ import pytest
 
 from tests.helpers.hostile_server import Hit, Idempotent, hostile_server, write_manifest
 from tests.helpers.processes import (
+    Processes,
     assert_no_traceback,
     seconds_to_summary,
-    start_worker,
     strict_records,
     wait_for_lines,
 )
@@ -36,7 +36,7 @@ def slow_first_answers(hit: Hit) -> float:
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_rerun_while_the_killed_runs_requests_are_in_flight_ends_all_succeeded(
-    tmp_path: Path, signum: signal.Signals
+    tmp_path: Path, processes: Processes, signum: signal.Signals
 ) -> None:
     """Kill (or SIGTERM) a run while two 35 s requests are out, rerun at once: the rerun meets 409s, keeps
     retrying until the earlier requests can no longer be alive, gets the replayed 201s, and exits 0 with every item
@@ -44,22 +44,13 @@ def test_rerun_while_the_killed_runs_requests_are_in_flight_ends_all_succeeded(
     manifest, results = write_manifest(tmp_path / "m.jsonl", ITEMS, prefix="inflight"), tmp_path / "r.jsonl"
     ledger = Idempotent(slow_first_answers)
     with hostile_server(ledger.answer) as server:
-        first = start_worker(
-            [manifest], results, server.url, log_dir=tmp_path, concurrency=ITEMS, rate=100,
-            extra=["--grace-period", "2"],
-        )  # fmt: skip
-        try:
-            wait_for_lines(results, ITEMS - len(SLOW_ITEMS), first, timeout=30)
-            first.signal(signum)
-            first_code = first.wait(timeout=20)
-        finally:
-            first.kill()
+        options = {"concurrency": ITEMS, "rate": 100, "extra": ["--grace-period", "2"]}
+        first = processes.start([manifest], results, server.url, **options)
+        wait_for_lines(results, ITEMS - len(SLOW_ITEMS), first, timeout=30)
+        first_code, _ = first.stop_with(signum, timeout=20)
         assert len(ledger.in_progress) == len(SLOW_ITEMS)  # still being processed by the server
-        rerun = start_worker([manifest], results, server.url, log_dir=tmp_path, concurrency=ITEMS, rate=100)
-        try:
-            code = rerun.wait(timeout=100)
-        finally:
-            rerun.kill()
+        rerun = processes.start([manifest], results, server.url, concurrency=ITEMS, rate=100)
+        code = rerun.wait(timeout=100)
         created = dict(ledger.created)
         conflicts = ledger.conflicts
     assert first_code == (130 if signum == signal.SIGTERM else -signal.SIGKILL)
@@ -74,23 +65,18 @@ def test_rerun_while_the_killed_runs_requests_are_in_flight_ends_all_succeeded(
 
 
 @pytest.mark.timeout(60)
-def test_sigterm_with_default_settings_exits_inside_the_grace_period(tmp_path: Path) -> None:
+def test_sigterm_with_default_settings_exits_inside_the_grace_period(tmp_path: Path, processes: Processes) -> None:
     """With default settings and requests that will not finish, SIGTERM ends the process (records flushed and
     fsynced, exit 130) within grace_period (8 s by default), so a supervisor's 10 s kill never cuts the drain."""
     manifest, results = write_manifest(tmp_path / "m.jsonl", ITEMS, prefix="grace"), tmp_path / "r.jsonl"
     ledger = Idempotent(lambda hit: 0.0 if hit.body["url"].endswith("0005.png") else SLOW_S)
     with hostile_server(ledger.answer) as server:
-        worker = start_worker([manifest], results, server.url, log_dir=tmp_path, concurrency=ITEMS, rate=100)
-        try:
-            wait_for_lines(results, 1, worker, timeout=30)
-            deadline = time.monotonic() + 10
-            while len(ledger.in_progress) < ITEMS - 1 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            sent = worker.signal(signal.SIGTERM)
-            code = worker.wait(timeout=30)
-            took = time.monotonic() - sent
-        finally:
-            worker.kill()
+        worker = processes.start([manifest], results, server.url, concurrency=ITEMS, rate=100)
+        wait_for_lines(results, 1, worker, timeout=30)
+        deadline = time.monotonic() + 10
+        while len(ledger.in_progress) < ITEMS - 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        code, took = worker.stop_with(signal.SIGTERM, timeout=30)
     print(f"\nSIGTERM to exit: {took:.2f} s")
     assert code == 130, worker.stderr()[-4000:]
     assert seconds_to_summary(worker.events()) < 8.0  # the drain, by the worker's own clock

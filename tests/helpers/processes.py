@@ -4,6 +4,8 @@
   (``stats()``, ``assets()``, ``reset()``); always stopped by the ``fake_server_process`` context manager;
 - ``Worker``: one ``python -m ingest run`` subprocess whose stdout/stderr go to files (no pipes to drain or
   leave open), with helpers to wait for a log event, for results lines, and for its exit;
+- ``Processes`` (the ``processes`` fixture of ``tests/conftest.py``): one test's fake servers and workers, their
+  logs and fault profiles in its folder, every worker killed and reaped when the test ends;
 - readers that are strict about what a results file must be: every line complete and a JSON object.
 
 Every wait has a deadline; every process started here is killed and reaped in a ``finally``.
@@ -190,6 +192,12 @@ class Worker:
         os.kill(self.proc.pid, signum)
         return time.monotonic()
 
+    def stop_with(self, signum: int, *, timeout: float) -> tuple[int, float]:
+        """Send ``signum`` and wait for the exit (see ``wait``): the exit code, and seconds from the signal to it."""
+        sent = self.signal(signum)
+        code = self.wait(timeout=timeout)
+        return code, time.monotonic() - sent
+
     def wait(self, timeout: float = WORKER_BUDGET_S) -> int:
         """The exit code, waiting at most ``timeout`` seconds (the worker is killed if it takes longer)."""
         try:
@@ -247,6 +255,45 @@ def run_worker(manifests: Sequence[Path], results: Path, base_url: str, **option
         return worker.wait(timeout), worker
     finally:
         worker.kill()
+
+
+class Processes:
+    """One test's subprocesses: fake servers (``fake_server``) and ``ingest run`` workers (``start``, ``run``), with
+    their logs and fault profiles in ``folder``. Every worker still running when the test ends is killed and reaped
+    (``close``); a fake server lives as long as its ``with`` block."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder  # logs and fault profiles go here
+        self._workers: list[Worker] = []  # every worker started, killed at close
+        self._profiles = 0  # fault profiles written so far (each gets its own file)
+
+    def __repr__(self) -> str:
+        running = sum(worker.proc.poll() is None for worker in self._workers)
+        return f"Processes(folder={str(self.folder)!r}, workers={len(self._workers)}, running={running})"
+
+    def fake_server(
+        self, profile: str = "none", *, extra: Sequence[str] = (), **faults: float | int | str
+    ) -> contextlib.AbstractContextManager[FakeServerProcess]:
+        """``ingest fake-server`` with the fault profile named ``profile`` or, given ``faults``, one made of them."""
+        if faults:
+            self._profiles += 1
+            profile = str(write_profile(self.folder / f"faults-{self._profiles}.toml", **faults))
+        return fake_server_process(profile, self.folder, extra=extra)
+
+    def start(self, manifests: Sequence[Path], results: Path, base_url: str, **options: Any) -> Worker:
+        """``start_worker`` with its logs in ``folder``; killed at the end of the test if it is still running."""
+        worker = start_worker(manifests, results, base_url, log_dir=self.folder, **options)
+        self._workers.append(worker)
+        return worker
+
+    def run(self, manifests: Sequence[Path], results: Path, base_url: str, **options: Any) -> tuple[int, Worker]:
+        """``run_worker`` with its logs in ``folder``: a worker run to its end; its exit code and the ``Worker``."""
+        return run_worker(manifests, results, base_url, log_dir=self.folder, **options)
+
+    def close(self) -> None:
+        """Kill and reap every worker still running."""
+        for worker in self._workers:
+            worker.kill()
 
 
 def strict_records(path: Path) -> list[dict[str, Any]]:

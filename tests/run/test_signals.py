@@ -15,17 +15,14 @@ import pytest
 
 from tests.helpers.processes import (
     FakeServerProcess,
+    Processes,
     assert_exactly_once,
     assert_no_traceback,
-    fake_server_process,
-    run_worker,
     seconds_to_summary,
-    start_worker,
     strict_records,
     succeeded_by_line,
     wait_for_lines,
     write_csv_manifest,
-    write_profile,
 )
 from tests.helpers.records import media_url
 
@@ -34,28 +31,22 @@ EXIT_SLACK_S = 5.0  # then the process is gone; interpreter teardown on a loaded
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_first_signal_drains_and_exits_130_then_rerun_completes(tmp_path: Path, signum: signal.Signals) -> None:
+def test_first_signal_drains_and_exits_130_then_rerun_completes(
+    tmp_path: Path, processes: Processes, signum: signal.Signals
+) -> None:
     """One signal mid-run: exit 130 within grace + 1 s, every in-flight outcome recorded; a rerun finishes once."""
     grace = 2.0
-    profile = write_profile(tmp_path / "latency.toml", base_latency_s=0.3)
     manifest = tmp_path / "media.csv"
     expected = write_csv_manifest(manifest, 300, prefix=f"drain-{signum.name}")
     results = tmp_path / "results.jsonl"
-    with fake_server_process(profile, tmp_path) as server:
-        worker = start_worker(
-            [manifest], results, server.url, log_dir=tmp_path, concurrency=16, rate=200,
-            extra=["--grace-period", str(grace)],
-        )  # fmt: skip
-        try:
-            wait_for_lines(results, 20, worker, timeout=30)
-            sent = worker.signal(signum)
-            code = worker.wait(timeout=grace + 10)
-            took = time.monotonic() - sent
-        finally:
-            worker.kill()
+    with processes.fake_server(base_latency_s=0.3) as server:
+        options = {"concurrency": 16, "rate": 200, "extra": ["--grace-period", str(grace)]}
+        worker = processes.start([manifest], results, server.url, **options)
+        wait_for_lines(results, 20, worker, timeout=30)
+        code, took = worker.stop_with(signum, timeout=grace + 10)
         first_stats = server.stats()
         first = strict_records(results)  # flushed, no torn line
-        code_rerun, rerun = run_worker([manifest], results, server.url, log_dir=tmp_path, concurrency=32, rate=400)
+        code_rerun, rerun = processes.run([manifest], results, server.url, concurrency=32, rate=400)
         stats, assets = server.stats(), server.assets()
     print(f"\n[{signum.name}] exit {code} {took:.2f}s after the signal; first run ledger {first_stats}")
     assert_no_traceback(worker)
@@ -80,32 +71,24 @@ def test_first_signal_drains_and_exits_130_then_rerun_completes(tmp_path: Path, 
     assert stats["duplicate_bodies"] == 0
 
 
-def test_second_signal_cancels_at_once(tmp_path: Path) -> None:
+def test_second_signal_cancels_at_once(tmp_path: Path, processes: Processes) -> None:
     """A second signal during a long grace period abandons in-flight requests at once and still exits 130 cleanly."""
-    profile = write_profile(tmp_path / "stuck.toml", base_latency_s=5.0)
     manifest = tmp_path / "media.csv"
     rows = [f"{media_url(i, 'twice')},image,item {i}" for i in range(50)]
     # Two invalid rows first: records the run writes at once, before any upload can finish.
     lines = ["url,type,prompt", "javascript:alert(1),image,x", "ftp://h.example/a.png,image,y", *rows]
     manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
     results = tmp_path / "results.jsonl"
-    with fake_server_process(profile, tmp_path) as server:
-        worker = start_worker(
-            [manifest], results, server.url, log_dir=tmp_path, concurrency=8, rate=100,
-            extra=["--grace-period", "10"],
-        )  # fmt: skip
-        try:
-            wait_for_lines(results, 2, worker, timeout=30)
-            _wait_for_requests(server, 8, timeout=10)
-            worker.signal(signal.SIGTERM)
-            worker.wait_for_event("run.signal", timeout=5)
-            time.sleep(0.3)  # well inside the grace period, with eight requests still in flight
-            assert worker.proc.poll() is None, "the worker did not wait for its in-flight requests"
-            sent = worker.signal(signal.SIGINT)
-            code = worker.wait(timeout=10)
-            took = time.monotonic() - sent
-        finally:
-            worker.kill()
+    with processes.fake_server(base_latency_s=5.0) as server:
+        options = {"concurrency": 8, "rate": 100, "extra": ["--grace-period", "10"]}
+        worker = processes.start([manifest], results, server.url, **options)
+        wait_for_lines(results, 2, worker, timeout=30)
+        _wait_for_requests(server, 8, timeout=10)
+        worker.signal(signal.SIGTERM)
+        worker.wait_for_event("run.signal", timeout=5)
+        time.sleep(0.3)  # well inside the grace period, with eight requests still in flight
+        assert worker.proc.poll() is None, "the worker did not wait for its in-flight requests"
+        code, took = worker.stop_with(signal.SIGINT, timeout=10)
     print(f"\n[second signal] exit {code} {took:.2f}s after the second signal")
     assert_no_traceback(worker)
     assert code == 130, worker.stderr()[-4000:]
@@ -120,25 +103,17 @@ def test_second_signal_cancels_at_once(tmp_path: Path) -> None:
     assert all(r["status"] == "invalid" for r in records)
 
 
-def test_signal_while_paused_by_server_exits_within_grace(tmp_path: Path) -> None:
+def test_signal_while_paused_by_server_exits_within_grace(tmp_path: Path, processes: Processes) -> None:
     """A signal while every consumer waits out a long Retry-After still ends the run within grace + 1 s."""
     grace = 1.0
-    profile = write_profile(tmp_path / "closed.toml", p_429=1.0, retry_after_s=120.0)
     manifest = tmp_path / "media.csv"
     write_csv_manifest(manifest, 50, prefix="paused")
     results = tmp_path / "results.jsonl"
-    with fake_server_process(profile, tmp_path) as server:
-        worker = start_worker(
-            [manifest], results, server.url, log_dir=tmp_path, concurrency=4, rate=100,
-            extra=["--grace-period", str(grace)],
-        )  # fmt: skip
-        try:
-            worker.wait_for_event("limiter.paused", timeout=30)
-            sent = worker.signal(signal.SIGTERM)
-            code = worker.wait(timeout=grace + 10)
-            took = time.monotonic() - sent
-        finally:
-            worker.kill()
+    with processes.fake_server(p_429=1.0, retry_after_s=120.0) as server:
+        options = {"concurrency": 4, "rate": 100, "extra": ["--grace-period", str(grace)]}
+        worker = processes.start([manifest], results, server.url, **options)
+        worker.wait_for_event("limiter.paused", timeout=30)
+        code, took = worker.stop_with(signal.SIGTERM, timeout=grace + 10)
         stats = server.stats()
     print(f"\n[paused] exit {code} {took:.2f}s after the signal; ledger {stats}")
     assert_no_traceback(worker)
@@ -156,29 +131,22 @@ def _wait_for_requests(server: FakeServerProcess, count: int, *, timeout: float)
         time.sleep(0.02)
 
 
-def test_rerun_after_interrupt_replays_abandoned_requests(tmp_path: Path) -> None:
+def test_rerun_after_interrupt_replays_abandoned_requests(tmp_path: Path, processes: Processes) -> None:
     """Requests abandoned by a second signal were created anyway; the rerun's same keys get replays, not copies."""
-    profile = write_profile(tmp_path / "latency.toml", base_latency_s=1.0)
     manifest = tmp_path / "media.csv"
     expected = write_csv_manifest(manifest, 40, prefix="abandoned")
     results = tmp_path / "results.jsonl"
-    with fake_server_process(profile, tmp_path) as server:
-        worker = start_worker(
-            [manifest], results, server.url, log_dir=tmp_path, concurrency=8, rate=100,
-            extra=["--grace-period", "10"],
-        )  # fmt: skip
-        try:
-            _wait_for_requests(server, 8, timeout=30)
-            worker.signal(signal.SIGTERM)
-            worker.wait_for_event("run.signal", timeout=5)
-            worker.signal(signal.SIGTERM)
-            code = worker.wait(timeout=10)
-        finally:
-            worker.kill()
+    with processes.fake_server(base_latency_s=1.0) as server:
+        options = {"concurrency": 8, "rate": 100, "extra": ["--grace-period", "10"]}
+        worker = processes.start([manifest], results, server.url, **options)
+        _wait_for_requests(server, 8, timeout=30)
+        worker.signal(signal.SIGTERM)
+        worker.wait_for_event("run.signal", timeout=5)
+        code, _ = worker.stop_with(signal.SIGTERM, timeout=10)
         time.sleep(1.2)  # the server finishes the abandoned requests: their assets exist, unrecorded
         abandoned = server.stats()["created"]
         recorded = len(strict_records(results))
-        code_rerun, rerun = run_worker([manifest], results, server.url, log_dir=tmp_path, concurrency=40, rate=400)
+        code_rerun, rerun = processes.run([manifest], results, server.url, concurrency=40, rate=400)
         stats, assets = server.stats(), server.assets()
     print(f"\n[abandoned] created while abandoned {abandoned}; after rerun {stats}")
     assert code == 130

@@ -30,15 +30,28 @@ def records_of(path: Path) -> list[dict[str, object]]:
 
 
 class Switch:
-    """When the scripted endpoint is 'gone' (answers 404 to everything, probes included)."""
+    """A scripted endpoint that is 'gone' for a while (answers 404 to everything, probes included), and 201 else."""
 
     def __init__(self, after_hits: int, seconds: float | None) -> None:
         self.after_hits = after_hits  # the endpoint vanishes once this many item requests arrived
         self.seconds = seconds  # for this long (None: for good)
         self.since: float | None = None  # when it vanished
+        self.hits = 0  # item requests so far
 
-    def gone(self, hits: int) -> bool:
-        if self.since is None and hits >= self.after_hits:
+    def __repr__(self) -> str:
+        return f"Switch(hits={self.hits}, since={self.since}, seconds={self.seconds})"
+
+    def answer(self, hit: Hit) -> Reply:
+        """An item request's answer."""
+        self.hits += 1
+        return NOT_FOUND if self.gone() else Reply(201)
+
+    def probe(self) -> Reply:
+        """The preflight probe's answer."""
+        return NOT_FOUND if self.gone() else _probe_ok()
+
+    def gone(self) -> bool:
+        if self.since is None and self.hits >= self.after_hits:
             self.since = time.monotonic()
         if self.since is None:
             return False
@@ -48,17 +61,10 @@ class Switch:
 async def test_endpoint_that_vanishes_for_a_while_costs_no_item_anything(tmp_path: Path) -> None:
     """Every request 404s for 2 s mid-run (probes too): no item is recorded failed, the run resumes and completes."""
     switch = Switch(after_hits=10, seconds=2.0)
-    hits = 0
-
-    def script(hit: Hit) -> Reply:
-        nonlocal hits
-        hits += 1
-        return NOT_FOUND if switch.gone(hits) else Reply(201)
-
     manifest = write_jsonl(tmp_path / "media.jsonl", media_rows(40))
     results = tmp_path / "results.jsonl"
     policy = RetryPolicy(max_attempts=1, backoff_initial=0.01, backoff_max=0.5)
-    async with scripted_server(script, lambda: NOT_FOUND if switch.gone(hits) else _probe_ok()) as server:
+    async with scripted_server(switch.answer, switch.probe) as server:
         report = await run(make_config([manifest], results, server.url, rate=100, policy=policy, max_outage=20))
 
     assert report.exit_code == 0, report
@@ -70,16 +76,9 @@ async def test_endpoint_that_vanishes_for_a_while_costs_no_item_anything(tmp_pat
 async def test_endpoint_that_never_comes_back_stops_with_exit_4_leaving_items_pending(tmp_path: Path) -> None:
     """404 from everything for longer than ``max_outage``: exit 4, no failure records, the rest left for a rerun."""
     switch = Switch(after_hits=5, seconds=None)
-    hits = 0
-
-    def script(hit: Hit) -> Reply:
-        nonlocal hits
-        hits += 1
-        return NOT_FOUND if switch.gone(hits) else Reply(201)
-
     manifest = write_jsonl(tmp_path / "media.jsonl", media_rows(30))
     results = tmp_path / "results.jsonl"
-    async with scripted_server(script, lambda: NOT_FOUND if switch.gone(hits) else _probe_ok()) as server:
+    async with scripted_server(switch.answer, switch.probe) as server:
         report = await run(make_config([manifest], results, server.url, rate=100, concurrency=2, max_outage=1.5))
 
     assert report.exit_code == 4
