@@ -4,8 +4,11 @@ embedded fake Assets API served by the test's own event loop on loopback. Exit c
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import anyio
+import orjson
 import pytest
 
 from ingest.fakeserver import FakeServer, FakeServerConfig, running_fake_server
@@ -242,3 +245,36 @@ async def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "server received 0 upload requests during the rerun" in done.stdout
     assert "demo passed" in done.stdout
     assert (tmp_path / "demo" / "results.jsonl").exists()
+
+
+@pytest.mark.anyio
+async def test_the_console_scripts_quick_exit_keeps_every_byte_and_the_exit_code(tmp_path: Path) -> None:
+    """``python -m ingest`` ends with ``os._exit`` (no interpreter teardown): what it wrote is all there. 20,000
+    invalid rows are recorded (exit 1, nothing sent: the API is a closed port) and exported to a pipe whole."""
+    rows = 20_000
+    manifest = write_jsonl(tmp_path / "bad.jsonl", [{"url": f"not a url {i}"} for i in range(rows)])
+    results = tmp_path / "bad.results.jsonl"
+    done = await run_cli("run", str(manifest), "--results", str(results), "--base-url", "http://127.0.0.1:9/v1")
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert sum(r.get("status") == "invalid" for r in read_results(results)) == rows
+    exported = await run_cli("failed", "--include-invalid", str(results))
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    lines = exported.stdout.splitlines()
+    assert len(lines) == rows and orjson.loads(lines[-1])["url"] == f"not a url {rows - 1}"
+
+
+@pytest.mark.anyio
+async def test_the_console_script_runs_exit_handlers_before_its_quick_exit(tmp_path: Path) -> None:
+    """Handlers registered with ``atexit`` (logging's, thread pools', a library's) still run."""
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('handler ran', file=sys.stderr))\n"
+        "sys.argv = ['ingest', 'validate', sys.argv[1]]\n"
+        "from ingest.cli import console\n"
+        "console()\n"
+    )
+    manifest = write_jsonl(tmp_path / "m.jsonl", media_rows(3))
+    with anyio.fail_after(60):
+        done = await anyio.run_process([sys.executable, "-c", code, str(manifest)], env=clean_env(), check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stderr.decode().rstrip().endswith("handler ran")
