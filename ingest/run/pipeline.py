@@ -20,6 +20,7 @@ manifests ─► producer ─► items stream (bounded) ─► N consumers ─�
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -62,6 +63,10 @@ if TYPE_CHECKING:  # imported on use (start-up time): the HTTP side once there i
 # Consumer tasks per request slot at most: a task is added (up to this) when an item is about to wait out a
 # backoff, a Retry-After or its rehost without holding a slot; a clean run keeps one task per slot.
 ITEMS_PER_SLOT = 4
+# The first requests of the C slots go out spread over the preflight's round trip, at most this many seconds per
+# slot: C requests sent at once come back at once, and the last of each burst waits for the client to handle the
+# others, round trip after round trip (at C = 256 and 100 ms, 13% of the run). Spread once, they stay spread.
+RAMP_PER_SLOT = 0.0005
 
 log = structlog.get_logger("ingest.run")
 
@@ -213,7 +218,9 @@ class _Run:
                 async with anyio.create_task_group() as consumers:
                     if self.rehoster is not None and first.rehost == "upload":
                         consumers.start_soon(self.rehoster.client.warm)  # the storage token, beside the preflight
+                    round_trip = 0.0  # the preflight's: how far apart the first requests go out
                     if config.preflight:
+                        sent = time.monotonic()
                         try:
                             await preflight(client, self.limiter)  # a wrong URL or key stops here: nothing sent
                         except IngestError as refused:
@@ -221,6 +228,7 @@ class _Run:
                             self.control.abort(refused)
                             consumers.cancel_scope.cancel()
                             return
+                        round_trip = time.monotonic() - sent
                     tasks = config.client.concurrency
 
                     def spare() -> None:
@@ -231,8 +239,10 @@ class _Run:
 
                     consumer = self._consumer(client, rehosting, spare)
                     consumers.start_soon(self._first, consumer, first, results.clone())
-                    for _ in range(tasks):
-                        consumers.start_soon(consumer.run, items.clone(), results.clone())
+                    step = min(round_trip, tasks * RAMP_PER_SLOT) / tasks
+                    for n in range(tasks):
+                        run = partial(consumer.run, start_after=n * step)
+                        consumers.start_soon(run, items.clone(), results.clone())
 
     @staticmethod
     async def _first(consumer: Consumer, item: WorkItem, results: MemoryObjectSendStream[Result]) -> None:

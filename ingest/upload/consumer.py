@@ -99,8 +99,15 @@ class Consumer:
     def __repr__(self) -> str:
         return f"Consumer(run_id={self.run_id!r}, limiter={self.limiter!r})"
 
-    async def run(self, items: MemoryObjectReceiveStream[WorkItem], results: MemoryObjectSendStream[Result]) -> None:
-        """Consume until the items stream ends or the run stops.
+    async def run(
+        self,
+        items: MemoryObjectReceiveStream[WorkItem],
+        results: MemoryObjectSendStream[Result],
+        *,
+        start_after: float = 0.0,
+    ) -> None:
+        """Consume until the items stream ends or the run stops; the first item no sooner than ``start_after``
+        seconds from now (the run staggers its tasks' first requests: ``ingest.run.pipeline``).
 
         A task takes a request slot before it takes an item, so the tasks waiting for a slot hold no item (at
         C = 256, 768 tasks each holding a queued item cost 16% of the run's items/s); ``register`` releases it.
@@ -108,6 +115,8 @@ class Consumer:
         """
         slots = self._slots
         async with items, results:
+            if start_after > 0:
+                await anyio.sleep(start_after)
             while True:
                 await slots.acquire()
                 try:

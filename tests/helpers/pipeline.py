@@ -147,7 +147,10 @@ class ScriptedServer:
             # kept apart from the hits.
             self.probes += 1
             probe = Hit(None, self.probes, body, request.headers.get("Authorization"), time.monotonic())
-            return await self._answer(request, probe, self.probe_script())
+            reply = self.probe_script()
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+            return await self._answer(request, probe, reply)
         attempt = 1 + sum(1 for hit in self.hits if hit.key == key)
         hit = Hit(key, attempt, body, request.headers.get("Authorization"), time.monotonic())
         self.hits.append(hit)

@@ -18,6 +18,7 @@ from ingest.admission.keys import INGEST_NAMESPACE, KeyDeriver
 from ingest.errors import AuthRejected, RunAborted
 from ingest.fakeserver import FakeServer, FakeServerConfig, FaultConfig, running_fake_server
 from ingest.models import Asset
+from ingest.run.pipeline import RAMP_PER_SLOT
 from ingest.upload.retry import RetryPolicy
 from tests.helpers.pipeline import Hit, Reply, error_body, make_config, run, scripted_server
 from tests.helpers.records import by_line, media_rows, media_url, read_results, write_csv, write_jsonl
@@ -532,3 +533,22 @@ async def test_results_file_is_complete_json_lines_appended_across_runs(
     # the invalid row is reported again on each run (it has no key to settle); valid items only once
     assert statuses.count("succeeded") == 5
     assert statuses.count("invalid") == 2
+
+
+@pytest.mark.anyio
+async def test_the_first_requests_of_the_slots_go_out_spread_over_the_preflights_round_trip(tmp_path: Path) -> None:
+    """C requests sent at once come back at once, round trip after round trip; the run staggers the slots' first
+    requests over the preflight's round trip, 0.5 ms a slot at most (``RAMP_PER_SLOT``). With a 200 ms preflight and
+    C = 32, the 32nd request leaves at least 15 ms after the first (in one burst, in process: ~11 ms), and every
+    item still lands once."""
+    slots = 32
+    manifest = write_jsonl(tmp_path / "m.jsonl", media_rows(4 * slots))
+    results = tmp_path / "results.jsonl"
+    slow_probe = Reply(422, body=error_body(422, "Invalid request body: url: Field required"), delay=0.2)
+    async with scripted_server(lambda hit: Reply(201, delay=0.05), probe_script=lambda: slow_probe) as server:
+        config = make_config([manifest], results, server.url, concurrency=slots, rate=1e6, preflight=True)
+        report = await run(config)
+    assert report.exit_code == 0 and len({hit.key for hit in server.hits}) == 4 * slots
+    first = sorted(hit.arrived for hit in server.hits)[:slots]
+    # the first item and slot 0 go at once, slot n after n steps: the 32nd arrival is slot 30's, 30 steps in
+    assert first[-1] - first[0] >= 30 * RAMP_PER_SLOT * 0.9, f"{slots} requests within {first[-1] - first[0]:.4f} s"
