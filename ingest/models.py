@@ -201,6 +201,48 @@ class UploadResponse(BaseModel):
     asset: Asset
 
 
+_NULLABLE_STR = (str, type(None))
+_NUMBER = (int, float, type(None))  # exact types: a bool is not a number here (the model decides such a case)
+_ASSET_FIELDS: dict[str, tuple[type, ...]] = {
+    "vector_id": (str,),
+    "request_id": _NULLABLE_STR,
+    "url": _NULLABLE_STR,
+    "title": (str,),
+    "endpoint": _NULLABLE_STR,
+    "created_at": _NULLABLE_STR,
+    "source": _NULLABLE_STR,
+    "prompt": _NULLABLE_STR,
+    "width": _NUMBER,
+    "height": _NUMBER,
+    "content_type": _NULLABLE_STR,
+    "is_favorited": (bool,),
+    "collection_ids": (list,),
+    "tags": (list,),
+    "similarity": _NUMBER,
+}
+_ABSENT = object()
+
+
+def asset_conforms(asset: dict[str, Any]) -> bool:
+    """Whether the decoded ``asset`` of a 201 has every field of ``Asset`` with a JSON value of exactly the spec's
+    type: then ``UploadResponse`` validation cannot fail, and is skipped (it cost ~3% of a run's CPU per item).
+    ``False`` only means "ask the model": it is stricter than the model's lax mode, never looser."""
+    for name, types in _ASSET_FIELDS.items():
+        if type(asset.get(name, _ABSENT)) not in types:
+            return False
+    kind = asset.get("type")
+    if type(kind) is not str or kind not in ASSET_TYPES:
+        return False
+    if any(type(collection) is not str for collection in asset["collection_ids"]):
+        return False
+    for tag in asset["tags"]:
+        if type(tag) is not dict or type(tag.get("id")) is not str or type(tag.get("name")) is not str:
+            return False
+        if type(tag.get("created_at", _ABSENT)) not in _NULLABLE_STR:
+            return False
+    return True
+
+
 class ApiErrorBody(BaseModel):
     """The ``error`` object of the standard error response."""
 

@@ -8,8 +8,19 @@ from typing import Any
 import pydantic
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ingest.models import ASSET_TYPES, PROMPT_MAX_LENGTH, ApiErrorBody, Asset, Tag, UploadRequest
+from ingest.models import (
+    _ASSET_FIELDS,
+    ASSET_TYPES,
+    PROMPT_MAX_LENGTH,
+    ApiErrorBody,
+    Asset,
+    Tag,
+    UploadRequest,
+    asset_conforms,
+)
 
 SPEC = Path(__file__).resolve().parent.parent / "spec" / "assets-upload.openapi.yaml"
 SHARED_SPEC = Path(__file__).resolve().parent.parent.parent / "shared" / "spec" / "assets-upload.openapi.yaml"
@@ -118,6 +129,40 @@ def test_asset_example_validates(operation: dict[str, Any]) -> None:
     Asset.model_validate(example)
     with pytest.raises(pydantic.ValidationError):
         Asset.model_validate({k: v for k, v in example.items() if k != "similarity"})
+
+
+SPEC_EXAMPLE = yaml.safe_load(SPEC.read_text())["paths"]["/assets/uploads"]["post"]["responses"]["201"]["content"][
+    "application/json"
+]["example"]["asset"]
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["id", "name", "created_at"]), inner),
+    max_leaves=6,
+)
+
+
+def test_the_quick_asset_check_knows_every_field_of_the_model() -> None:
+    """``asset_conforms`` checks each field the model has (a field added to the model cannot be skipped)."""
+    assert {*_ASSET_FIELDS, "type"} == set(Asset.model_fields)
+    assert asset_conforms(dict(SPEC_EXAMPLE))
+
+
+@settings(max_examples=400, deadline=None)
+@given(changes=st.dictionaries(st.sampled_from(sorted(Asset.model_fields)), JSON_VALUES | st.just("image"), max_size=3))
+def test_an_asset_the_quick_check_passes_always_validates(changes: dict[str, Any]) -> None:
+    """``asset_conforms`` is stricter than the model, never looser: whatever it passes, ``Asset`` validates (the
+    201 check skips the model only then)."""
+    asset = {**SPEC_EXAMPLE, **changes}
+    if asset_conforms(asset):
+        Asset.model_validate(asset)
+
+
+def test_the_quick_check_refuses_a_missing_field_or_a_wrong_type() -> None:
+    for name in Asset.model_fields:
+        assert not asset_conforms({k: v for k, v in SPEC_EXAMPLE.items() if k != name}), name
+    assert not asset_conforms({**SPEC_EXAMPLE, "width": True})  # a bool is left to the model
+    assert not asset_conforms({**SPEC_EXAMPLE, "type": "document"})
+    assert not asset_conforms({**SPEC_EXAMPLE, "tags": [{"id": "t", "name": 3, "created_at": None}]})
 
 
 def test_error_envelope_matches_every_error_response(operation: dict[str, Any]) -> None:
