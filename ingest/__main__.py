@@ -1,5 +1,5 @@
 """``python -m ingest`` is the same as the ``ingest`` console script."""
 
-from ingest.cli import console
+from ingest.entry import console
 
 console()

@@ -8,18 +8,15 @@ settings into a ``RunConfig`` and runs the pipeline; ``offline`` holds the comma
 from __future__ import annotations
 
 import argparse
-import atexit
-import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
 
 from ingest.errors import EXIT_USAGE, IngestError
 from ingest.logs import redact
 from ingest.terminal import for_terminal
 
-__all__ = ["build_parser", "console", "main"]
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,19 +43,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_USAGE
-
-
-def console() -> NoReturn:
-    """The ``ingest`` console script and ``python -m ingest``: ``main()``, then exit without the interpreter's teardown.
-
-    By the time ``main`` returns, the command has closed (and, for results, fsynced) everything it wrote. What the
-    interpreter would still do is free every object and module one by one: ~55 ms, a fifth of a rerun with nothing
-    to do, that the kernel does at once. Exit handlers (``atexit``: logging, thread pools) run first, and the
-    standard streams are flushed. ``main`` itself (the library entry, the tests) returns as any function does.
-    """
-    code = main()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe: what could be written was
-            stream.flush()
-    os._exit(code)

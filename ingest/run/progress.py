@@ -11,18 +11,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.text import Text
 
 from ingest.run.stats import RunStats
 from ingest.terminal import human_size
 from ingest.upload.limiter import RateLimiter
+
+if TYPE_CHECKING:  # rich is imported to draw the bar, not by a run that logs its progress (cron, CI: start-up time)
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+    from rich.text import Text
 
 log = structlog.get_logger("ingest.run.progress")
 
@@ -73,6 +74,11 @@ async def log_progress(snapshot: Snapshot, interval: float) -> None:
 
 async def show_progress(snapshot: Snapshot, *, console: Console | None = None, refresh: float = 0.25) -> None:
     """A live display on stderr until cancelled; the last state stays on screen."""
+    from rich.console import Console, Group
+    from rich.live import Live
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
     console = console or Console(stderr=True)
     bar = Progress(TextColumn("[bold]ingest"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(), console=console)
     task = bar.add_task("", total=None)
@@ -88,7 +94,7 @@ async def show_progress(snapshot: Snapshot, *, console: Console | None = None, r
 
 def _update(bar: Progress, task: TaskID, line: Text, figures: dict[str, Any]) -> None:
     bar.update(task, completed=figures["done"], total=figures["total"])
-    fresh = Text.from_markup(describe(figures))
+    fresh = type(line).from_markup(describe(figures))
     line.truncate(0)
     line.append_text(fresh)
 

@@ -270,7 +270,7 @@ async def test_the_console_script_runs_exit_handlers_before_its_quick_exit(tmp_p
         "import atexit, sys\n"
         "atexit.register(lambda: print('handler ran', file=sys.stderr))\n"
         "sys.argv = ['ingest', 'validate', sys.argv[1]]\n"
-        "from ingest.cli import console\n"
+        "from ingest.entry import console\n"
         "console()\n"
     )
     manifest = write_jsonl(tmp_path / "m.jsonl", media_rows(3))
@@ -278,3 +278,23 @@ async def test_the_console_script_runs_exit_handlers_before_its_quick_exit(tmp_p
         done = await anyio.run_process([sys.executable, "-c", code, str(manifest)], env=clean_env(), check=False)
     assert done.returncode == 0, done.stderr.decode()
     assert done.stderr.decode().rstrip().endswith("handler ran")
+
+
+@pytest.mark.anyio
+async def test_the_console_script_does_not_import_rich_unless_it_draws_the_bar(tmp_path: Path) -> None:
+    """structlog imports rich (attrs, pygments) whenever it is installed, ~50 ms of every start-up: the console
+    script imports structlog with rich hidden, and rich comes only with the progress bar."""
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('rich imported:', 'rich' in sys.modules, file=sys.stderr))\n"
+        "sys.argv = ['ingest', *sys.argv[1:]]\n"
+        "from ingest.entry import console\n"
+        "console()\n"
+    )
+    manifest = write_jsonl(tmp_path / "m.jsonl", media_rows(3))
+    results = tmp_path / "results.jsonl"
+    argv = ["run", str(manifest), "--results", str(results), "--base-url", "http://127.0.0.1:9/v1", "--progress", "log"]
+    for args in (["validate", str(manifest)], argv):
+        with anyio.fail_after(60):
+            done = await anyio.run_process([sys.executable, "-c", code, *args], env=clean_env(FAL_KEY="k"), check=False)
+        assert done.stderr.decode().rstrip().endswith("rich imported: False"), done.stderr.decode()[-2000:]
