@@ -71,7 +71,9 @@ class ResumeIndex:
         self.history = RunHistory()  # the run records of this run's file (not of its shard family)
         self.own_lines = 0  # complete lines of this run's file folded in
         self.covered = 0  # bytes of this run's file folded in (up to the end of its last complete line)
-        self.snapshot_lines = 0  # of ``lines_read``, those that came from the snapshot (``ingest.results.snapshot``)
+        self.snapshot_lines = 0  # of ``lines_read``, those the snapshot on disk covers (``ingest.results.snapshot``)
+        self.snapshot_blocks = 0  # finished manifest blocks the snapshot on disk holds
+        self.snapshot_runs = 0  # run records the snapshot on disk holds
         self.blocks: dict[bytes, int] = {}  # finished manifest blocks: digest -> rows in it (``ingest.manifest.skip``)
 
     def __repr__(self) -> str:
@@ -82,6 +84,15 @@ class ResumeIndex:
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def mark_saved(self) -> None:
+        """The snapshot on disk now holds everything folded in (its lines, blocks and run records)."""
+        self.snapshot_lines, self.snapshot_blocks = self.lines_read, len(self.blocks)
+        self.snapshot_runs = len(self.history)
+
+    def unsaved_items(self) -> int:
+        """Lines folded in since the snapshot on disk that are not run records (item records, unreadable lines)."""
+        return self.lines_read - self.snapshot_lines - (len(self.history) - self.snapshot_runs)
 
     def add_row(self, row_fp: int) -> None:
         """Note the line fingerprint of a succeeded row (``ingest.manifest.skip``)."""

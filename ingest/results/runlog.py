@@ -86,6 +86,10 @@ class RunHistory:
     def __repr__(self) -> str:
         return f"RunHistory(runs={len(self.started)}, ended={len(self.ended)})"
 
+    def __len__(self) -> int:
+        """Run records folded in."""
+        return len(self.started) + len(self.ended)
+
     def add(self, record: dict[str, Any]) -> None:
         """Fold one run record in."""
         if record.get("record") == RUN_STARTED:

@@ -68,6 +68,7 @@ def save_index(path: Path, index: ResumeIndex) -> None:
         files.append(_identity(path, index.covered))
         _write(temporary, _header(index, files), index)
         os.replace(temporary, target)
+        index.mark_saved()
     except OSError as exc:
         log.warning("resume.snapshot_not_written", snapshot=str(target), error=str(exc))
         with contextlib.suppress(OSError):
@@ -217,5 +218,5 @@ def _read_snapshot(file: BinaryIO, path: Path, files: list[Path]) -> ResumeIndex
     for record in header["runs"]:
         index.history.add(record)
     index.covered = entries[-1]["size"]
-    index.snapshot_lines = index.lines_read
+    index.mark_saved()
     return index

@@ -54,7 +54,10 @@ def load_resume(path: Path) -> ResumeIndex:
 
 def save_resume(path: Path, index: ResumeIndex) -> None:
     """At the end of a run: fold the records it appended into ``index`` and save it as the snapshot, unless they are
-    many (folding them would grow the tables; the next run folds them, and saves, instead)."""
+    many (folding them would grow the tables; the next run folds them, and saves, instead), or when all the snapshot
+    lacks is run records: a rerun that sent nothing appends its two, and rewriting the whole snapshot for them (25 MB
+    at 1M done rows) cost more than the next run folding two lines past the old one. Item records, finished manifest
+    blocks the snapshot does not hold, or ``MIN_FOLDED`` lines of run records, and it is saved."""
     try:
         appended = path.stat().st_size - index.covered
     except OSError:
@@ -62,7 +65,9 @@ def save_resume(path: Path, index: ResumeIndex) -> None:
     if appended > max(1 << 20, index.covered // TAIL_FOLDED_AT_END):
         return
     fold_tail(index, path)
-    if not index.torn_tail:
+    lacked = index.lines_read - index.snapshot_lines
+    blocks_found = len(index.blocks) != index.snapshot_blocks
+    if (index.unsaved_items() > 0 or lacked >= MIN_FOLDED or blocks_found) and not index.torn_tail:
         save_index(path, index)
 
 

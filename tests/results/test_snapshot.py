@@ -114,3 +114,26 @@ async def test_a_run_leaves_a_snapshot_that_covers_its_own_records(tmp_path: Pat
         again = await run(make_config([manifest], results, server.url))
         assert len(server.hits) == 15
     assert again.stats.skipped_done == 15
+
+
+@pytest.mark.anyio
+async def test_a_rerun_that_sends_nothing_leaves_the_snapshot_as_it_was(tmp_path: Path) -> None:
+    """All a rerun with nothing to send appends is its two run records: the snapshot is not written again for them
+    (25 MB at 1M done rows). The next run loads it and folds the run records past it; a run with new rows saves."""
+    manifest = write_jsonl(tmp_path / "m.jsonl", media_rows(15))
+    results = tmp_path / "m.results.jsonl"
+    async with scripted_server(lambda hit: Reply(201)) as server:
+        await run(make_config([manifest], results, server.url))
+        await run(make_config([manifest], results, server.url))  # finds the manifest's block finished: saved
+        written = snapshot_path(results).stat()
+        for _ in range(2):
+            again = await run(make_config([manifest], results, server.url))
+            assert again.stats.skipped_done == 15 and len(server.hits) == 15
+        kept = snapshot_path(results).stat()
+        assert (kept.st_ino, kept.st_mtime_ns, kept.st_size) == (written.st_ino, written.st_mtime_ns, written.st_size)
+        loaded = open_index(results)
+        assert loaded.covered == results.stat().st_size and len(loaded) == 15 and len(loaded.history.started) == 4
+        write_jsonl(manifest, [*media_rows(15), *media_rows(1, prefix="new")])
+        await run(make_config([manifest], results, server.url))
+        assert len(server.hits) == 16 and snapshot_path(results).stat().st_mtime_ns != written.st_mtime_ns
+        assert len(open_index(results)) == 16
