@@ -238,19 +238,10 @@ class _Run:
                             consumers.start_soon(consumer.run, items.clone(), results.clone())
 
                     consumer = self._consumer(client, rehosting, spare)
-                    consumers.start_soon(self._first, consumer, first, results.clone())
                     step = min(round_trip, tasks * RAMP_PER_SLOT) / tasks
-                    for n in range(tasks):
-                        run = partial(consumer.run, start_after=n * step)
+                    for n in range(tasks):  # the first task sends the item that opened the connection first
+                        run = partial(consumer.run, start_after=n * step, first=None if n else first)
                         consumers.start_soon(run, items.clone(), results.clone())
-
-    @staticmethod
-    async def _first(consumer: Consumer, item: WorkItem, results: MemoryObjectSendStream[Result]) -> None:
-        """The item that opened the connection, sent like any other."""
-        async with results:
-            result = await consumer.upload(item)
-            if result is not None:
-                await results.send(result)
 
     def _consumer(self, client: AssetsClient, rehosting: RehostStep | None, spare: Callable[[], None]) -> Consumer:
         from ingest.upload.consumer import Consumer

@@ -105,9 +105,11 @@ class Consumer:
         results: MemoryObjectSendStream[Result],
         *,
         start_after: float = 0.0,
+        first: WorkItem | None = None,
     ) -> None:
         """Consume until the items stream ends or the run stops; the first item no sooner than ``start_after``
-        seconds from now (the run staggers its tasks' first requests: ``ingest.run.pipeline``).
+        seconds from now (the run staggers its tasks' first requests: ``ingest.run.pipeline``). ``first``: an item
+        already taken off the stream (the one that made the run open its connection), sent before the others.
 
         A task takes a request slot before it takes an item, so the tasks waiting for a slot hold no item (at
         C = 256, 768 tasks each holding a queued item cost 16% of the run's items/s); ``register`` releases it.
@@ -119,8 +121,12 @@ class Consumer:
                 await anyio.sleep(start_after)
             while True:
                 await slots.acquire()
+                item: WorkItem | None
                 try:
-                    item = await receive(items)
+                    if first is not None:
+                        item, first = first, None
+                    else:
+                        item = await receive(items)
                 except BaseException:
                     slots.release()
                     raise
