@@ -6,7 +6,9 @@ manifest) with the same headers, from ``C`` tasks pulling from one shared iterat
 retries, no results file, no limiter, no bookkeeping beyond counting statuses: the ceiling of the stack.
 
 It prints one JSON line: ``{"items": n, "ok": n_201, "elapsed_s": s, "items_per_s": r}``, timed from just before
-the session opens to the last response, like the ``elapsed_s`` of ingest's ``run.summary``.
+the client library's import and the session to the last response. That is the loop's own clock, not the window the
+gated rows use: the harness measures items/s for this loop and for ``ingest`` alike at the server (first upload's
+arrival to last answer, ``bench.sections.items_per_s_at_server``), and shows this figure beside it, ungated.
 
 Only the standard library is imported at the top, so that a Python that has httpx but not this project's
 dependencies can run the httpx loop.

@@ -1,7 +1,8 @@
 """The clients under measurement, each run as a child process by ``bench.measure.run_child``:
 
 - ``ingest run`` itself (the real CLI: results file, limiter armed, default retries, JSON logs and progress as in a
-  non-TTY run), read back through its ``run.summary`` event;
+  non-TTY run), read back through its ``run.summary`` event (its ``items_per_s`` counts from the run's start:
+  results index, aiohttp import and preflight included);
 - the bare loops of ``bench/baselines.py`` (aiohttp; uvloop and httpx when importable), read back from their JSON;
 - the shell peers a user would otherwise pick: ``curl`` per item under ``xargs -P`` or GNU ``parallel``, and one
   ``curl --parallel`` process.
@@ -34,7 +35,8 @@ class Measured:
     child: ChildRun
     items: int  # items the client finished (ingest: recorded in the results file; loops: answered)
     ok: int  # items that got a 201
-    items_per_s: float  # the client's own figure (ingest: run.summary; loops: first request to last response)
+    items_per_s: float  # the client's own figure (ingest: run.summary, from RunStats.started; loops: from their
+    # import and session to the last response); the gated rows measure at the server instead (bench.sections)
     summary: dict[str, Any]
 
     @property

@@ -82,7 +82,8 @@ def header(profile: Profile, bench: Bench, started: datetime, elapsed: float, lo
         f"machine: {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}, load average {loads[0]} at start, {loads[1]} at end",
         f"servers (127.0.0.1): {used}",
-        "figures: median (min–max) over rounds; ratio: median of per-round ratios; 'met' compares with issue 5; "
+        "figures: median (min–max) over rounds; ratio: median of per-round ratios; 'met' compares with issues 5 and "
+        "13; items/s 'at the server': uploads recorded ÷ first arrival to last answer, the same for every client; "
         "CPU: user+sys from the kernel (wait4), start-up included; RSS: peak VmHWM",
         "",
     ]

