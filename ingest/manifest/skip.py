@@ -20,7 +20,9 @@ number of rows in it, and the results index keeps it (``ingest.results.snapshot`
 with a finished digest, in the same state, skips it whole — its lines would all have been skipped one by one, since
 the same bytes under the same salt give the same fingerprints and done rows stay done — so a rerun with nothing left
 costs one hash of the file instead of one per line. Any changed byte changes its block's digest: that block is read
-line by line as above.
+line by line as above. A run also tells ``record`` of the blocks it reads whose rows all carry a fingerprint, so that
+its end can add those whose rows all succeeded (``ingest.results.livefold``): the first rerun after a run skips
+blocks whole too, instead of checking every line.
 """
 
 from __future__ import annotations
@@ -38,16 +40,31 @@ FIRST_BLOCK = 1 << 14  # bytes of the first block (it holds the CSV header, whic
 BLOCK = 1 << 20  # bytes of every later block, before it is extended to the end of its last line
 DIGEST_BYTES = 16
 
+# (digest, fingerprints of the block's lines that went on to the reader, rows in it skipped as done)
+BlockRecorder = Callable[[bytes, list[int], int], None]
+
 
 class LineSkip:
     """A filter over one manifest's physical lines; see the module docstring."""
 
-    __slots__ = ("_done", "_header", "_inside", "blocks", "fps", "salt", "skipped")
+    __slots__ = ("_block_fps", "_done", "_header", "_inside", "_whole", "blocks", "fps", "record", "salt", "skipped")
 
-    def __init__(self, salt: bytes, done: Callable[[int], bool] | None, blocks: dict[bytes, int] | None = None) -> None:
+    def __init__(
+        self,
+        salt: bytes,
+        done: Callable[[int], bool] | None,
+        blocks: dict[bytes, int] | None = None,
+        record: BlockRecorder | None = None,
+    ) -> None:
         self.salt = salt  # settings digest (what was detected and, for CSV, the header are appended when read)
         self._done = done  # whether a fingerprint belongs to a finished row; None: skip nothing, only fingerprint
         self.blocks = blocks  # finished blocks: digest -> rows in it; found ones are skipped, new ones added
+        # Told of every block read (``read``) whose every non-blank line is a row with a fingerprint: its digest,
+        # the fingerprints of the lines that went on, and the rows skipped in it as done. The block is finished
+        # once every one of those rows has succeeded (``ingest.results.livefold`` decides at the run's end).
+        self.record = record
+        self._block_fps: list[int] | None = None  # the block being read: fingerprints of the lines that went on
+        self._whole = True  # the block being read: no non-blank line without a fingerprint so far
         self.fps: dict[int, int] = {}  # line number -> fingerprint, for rows on their way to admission
         self.skipped = 0  # lines dropped as done
         self._inside = False  # CSV: within a quoted field that spans lines
@@ -73,16 +90,19 @@ class LineSkip:
         them), skipping finished blocks whole; see the module docstring."""
         self.salt += b"\n" + context
         self._header = csv
-        number = 0
+        number, record = 0, self.record
         try:
             for block, overlong_tail in _blocks(stream, max_line_bytes):
-                blocks = self.blocks if not (self._inside or self._header) and self._done is not None else None
-                digest = _digest(self.salt, block) if blocks is not None else b""
+                clean = not (self._inside or self._header)
+                blocks = self.blocks if clean and self._done is not None else None
+                recording = clean and record is not None
+                digest = _digest(self.salt, block) if blocks is not None or recording else b""
                 if blocks is not None and (rows := blocks.get(digest)) is not None:
                     self.skipped += rows
                     number += block.count(b"\n") + (not block.endswith(b"\n"))
                     continue
                 before, shown = self.skipped, 0
+                self._block_fps, self._whole = ([] if recording else None), True
                 for line in self._filter(_numbered(block, number, max_line_bytes, overlong_tail), csv=csv):
                     shown += line[1] is None or bool(line[1].strip())
                     yield line
@@ -91,6 +111,9 @@ class LineSkip:
                     skip_rest_of_line(stream)
                 if blocks is not None and not shown and not self._inside:
                     blocks[digest] = self.skipped - before
+                elif record is not None and self._block_fps is not None and self._whole and not self._inside:
+                    record(digest, self._block_fps, self.skipped - before)
+                self._block_fps = None
         except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
             raise ManifestError(f"{name}: cannot be read after line {number} ({exc})") from exc
 
@@ -98,9 +121,11 @@ class LineSkip:
         done, fps, salt = self._done, self.fps, self.salt
         for number, data in lines:
             if data is None or not data.strip():
+                self._whole = self._whole and data is not None
                 yield number, data
                 continue
             if csv and (self._inside or self._header or data.count(b'"') & 1):
+                self._whole = False
                 self._inside ^= bool(data.count(b'"') & 1)
                 if self._header and not self._inside:
                     self._header = False
@@ -114,6 +139,8 @@ class LineSkip:
             if len(fps) >= MAX_PENDING:
                 fps.clear()  # nobody takes them (no admission reads this manifest): forget, never grow
             fps[number] = fp
+            if self._block_fps is not None:
+                self._block_fps.append(fp)
             yield number, data
 
 

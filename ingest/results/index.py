@@ -140,6 +140,32 @@ class ResumeIndex:
         state = _SUCCEEDED if succeeded else _FAILED_RETRYABLE if retryable else _FAILED_PERMANENT
         self.table.put(fp, body_fingerprint(body_sha256) << 2 | state)
 
+    def absorb(self, later: ResumeIndex) -> None:
+        """Fold in everything ``later`` holds, as if its lines came after this index's (``ingest.results.livefold``):
+        its keys' states replace these unless they would undo a success; its rows, lines and run records are added."""
+        if not self.table and self.rows is None:  # a fresh results file: the later tables are the whole index
+            self.table, self.rows, later.table, later.rows = later.table, later.rows, self.table, None
+        table = self.table
+        for fp, value in zip(*later.table.arrays(), strict=True):
+            if not fp:
+                continue
+            previous = table.put_new(fp, value)
+            if previous is not None and replaces(
+                new_succeeded=value & _STATE_MASK == _SUCCEEDED,
+                old_succeeded=previous & _STATE_MASK == _SUCCEEDED,
+                new_is_later=True,
+            ):
+                table.put(fp, value)
+        if later.rows is not None:
+            for fp in later.rows.arrays()[0]:
+                if fp:
+                    self.add_row(fp)
+        self.lines_read += later.lines_read
+        self.own_lines += later.own_lines
+        self.unreadable_count += later.unreadable_count
+        for record in [*later.history.started, *later.history.ended.values()]:
+            self.history.add(record)
+
     def add(self, record: dict[str, object]) -> None:
         """Fold one parsed record in."""
         key, status, sha, error = (
@@ -179,7 +205,7 @@ def _fold_row_fp(index: ResumeIndex, raw: bytes) -> None:
             return  # not hex: no fingerprint, the row is simply read again
 
 
-def _fold_line(index: ResumeIndex, raw: bytes, *, own: bool = True) -> bool:
+def fold_line(index: ResumeIndex, raw: bytes, *, own: bool = True) -> bool:
     """Fold one complete line in; False when it is not a record."""
     if raw.startswith(RUN_RECORD_PREFIX):  # a run's own record (``ingest.results.runlog``), not an item's
         if own:
@@ -246,7 +272,7 @@ def _read_into(index: ResumeIndex, path: Path, *, own: bool, start: int = 0) -> 
             index.lines_read += 1
             if own:
                 index.own_lines = number
-            if raw is not None and (_fold_line(index, raw, own=own) or not raw.strip()):  # records first: no copy
+            if raw is not None and (fold_line(index, raw, own=own) or not raw.strip()):  # records first: no copy
                 continue
             index.unreadable_count += 1
             if len(index.unreadable_lines) < 20 and own:

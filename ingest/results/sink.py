@@ -20,6 +20,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ingest.errors import LocalIOError
+from ingest.results.livefold import LiveFold
 from ingest.results.record import Result
 from ingest.results.rules import utc_now
 
@@ -39,6 +40,7 @@ class ResultsSink:
         on_error: Callable[[LocalIOError], None] | None = None,
         prologue: bytes = b"",
         epilogue: Callable[[], bytes] | None = None,
+        fold: LiveFold | None = None,
     ) -> None:
         self.path = path
         self._prologue = prologue  # written first (the run_started record)
@@ -46,6 +48,7 @@ class ResultsSink:
         self.fsync_interval = fsync_interval  # most seconds a written record waits for fsync
         self._on_result = on_result  # stats and failure-threshold hook
         self._on_error = on_error  # told once when the file cannot be written (the run stops)
+        self.fold = fold  # folds what is written, for the run's end to save the resume index without reading it
         self.error: LocalIOError | None = None  # the first write failure, if any
         self.written = 0  # records written so far
         self.fsyncs = 0  # fsync calls made
@@ -70,9 +73,12 @@ class ResultsSink:
                 self._failed(exc)
                 await _discard(receive)
                 return
+            if self.fold is not None:
+                self.fold.opened(file.tell())
             try:
                 if self._prologue:
                     file.write(self._prologue)
+                    self._folded_lines(self._prologue)
                 await self._drain(receive, file)
             except OSError as exc:
                 self._failed(exc)
@@ -81,7 +87,9 @@ class ResultsSink:
                 # Plain synchronous calls: cancellation cannot interrupt them, so no shield is needed.
                 try:
                     if self._epilogue is not None and self.error is None:
-                        file.write(self._epilogue())
+                        last = self._epilogue()
+                        file.write(last)
+                        self._folded_lines(last)
                     file.flush()
                     os.fsync(file.fileno())
                     self.fsyncs += 1
@@ -91,7 +99,13 @@ class ResultsSink:
                     with contextlib.suppress(OSError):
                         file.close()
 
+    def _folded_lines(self, data: bytes) -> None:
+        if self.fold is not None:
+            self.fold.lines(data)
+
     def _failed(self, exc: OSError) -> None:
+        if self.fold is not None:
+            self.fold.drop(f"a write failed: {exc}")
         if self.error is None:
             self.error = LocalIOError(f"cannot write the results file {self.path}: {exc.strerror or exc}")
             if self._on_error is not None:
@@ -136,8 +150,11 @@ class ResultsSink:
         stamp = utc_now()  # one clock reading per batch: they finished within BATCH_DELAY of each other
         for result in batch:
             result.finished_at = result.finished_at or stamp
-        file.write(b"".join(result.to_line() for result in batch))
+        data = b"".join(result.to_line() for result in batch)
+        file.write(data)
         file.flush()
+        if self.fold is not None:
+            self.fold.results(batch, len(data))
         self.written += len(batch)
         self._dirty = True
         if time.monotonic() - self._last_fsync >= self.fsync_interval:

@@ -34,6 +34,7 @@ from ingest.admission.admit import WorkItem
 from ingest.credentials import ApiKey
 from ingest.errors import IngestError, LocalIOError
 from ingest.results.index import ResumeIndex
+from ingest.results.livefold import LiveFold
 from ingest.results.lock import FamilyMode, ResultsLock
 from ingest.results.record import Result, Status
 from ingest.results.sink import ResultsSink
@@ -43,7 +44,7 @@ from ingest.run.control import FailureThreshold, RunControl, stop_after, watch_s
 from ingest.run.producer import Producer, count_total
 from ingest.run.progress import progress_figures, report_progress
 from ingest.run.rehosting import RehostFigures
-from ingest.run.resume import check_belonging, load_resume, save_resume
+from ingest.run.resume import check_belonging, live_fold, load_resume, save_resume
 from ingest.run.runrecord import RunRecorder, log_summary
 from ingest.run.stats import RunStats
 from ingest.upload.limiter import RateLimiter
@@ -79,9 +80,10 @@ async def run_pipeline(config: RunConfig, api_key: ApiKey) -> RunReport:
     with ResultsLock(config.results_path, family=family):
         index = load_resume(config.results_path)
         check_belonging(config, index)
+        run = _Run(config, api_key, index)
         with tuned_collector():  # the per-item path makes no cycles: collect less often (ingest.run.collector)
-            report = await _Run(config, api_key, index).execute()
-        save_resume(config.results_path, index)
+            report = await run.execute()
+        save_resume(config.results_path, index, run.fold)
         return report
 
 
@@ -113,6 +115,7 @@ class _Run:
         self.rehoster: Rehoster | None = None  # the run's rehost stage, once the session is open
         self.rehost_figures = RehostFigures()
         self.refused: IngestError | None = None  # the preflight's answer, when it stopped the run
+        self.fold: LiveFold | None = None  # the records this run writes, folded as written (ingest.results.livefold)
 
     def __repr__(self) -> str:
         return f"_Run(stats={self.stats!r}, limiter={self.limiter!r}, control={self.control!r})"
@@ -168,8 +171,10 @@ class _Run:
         concurrency = config.client.concurrency
         items_send, items_recv = anyio.create_memory_object_stream[WorkItem](2 * concurrency)
         results_send, results_recv = anyio.create_memory_object_stream[Result](4 * concurrency)
+        self.fold = live_fold(config.results_path, self.index, total=self.stats.total)
         sink = ResultsSink(
             config.results_path,
+            fold=self.fold,
             fsync_interval=config.fsync_interval,
             on_result=self._on_result,
             on_error=self._local_io_failed,
@@ -183,6 +188,7 @@ class _Run:
             stats=self.stats,
             control=self.control,
             limit=config.limit,
+            fold=self.fold,
         )
         async with anyio.create_task_group() as core:
             core.start_soon(sink.run, results_recv)

@@ -22,6 +22,7 @@ from ingest.admission.shard import Shard
 from ingest.manifest.skip import LineSkip
 from ingest.manifest.source import ManifestOptions, ManifestRow, ManifestSource, count_rows, read_manifest
 from ingest.results.index import Verdict
+from ingest.results.livefold import LiveFold
 from ingest.results.record import Result
 from ingest.run.control import RunControl
 from ingest.run.stats import RunStats
@@ -44,6 +45,7 @@ class Producer:
         stats: RunStats,
         control: RunControl,
         limit: int | None = None,
+        fold: LiveFold | None = None,
     ) -> None:
         self.sources = sources
         self.admission = admission
@@ -51,6 +53,7 @@ class Producer:
         self.stats = stats  # rows, queued and skipped are counted here
         self.control = control  # its producer scope is cancelled to stop reading
         self.limit = limit  # --limit: queue at most this many items
+        self.fold = fold  # told of the manifest blocks read whose rows all have line fingerprints
 
     def __repr__(self) -> str:
         return f"Producer(sources={[s.name for s in self.sources]}, queued={self.stats.queued}, limit={self.limit})"
@@ -95,7 +98,8 @@ class Producer:
             return None  # another shard's rows must not be counted as this one's
         salt = row_salt(self.options, admission.keys, require_fal_host=admission.require_fal_host)
         index = admission.index
-        skip = LineSkip(salt, index.has_row if index.rows is not None else None, index.blocks)
+        record = self.fold.block if self.fold is not None else None
+        skip = LineSkip(salt, index.has_row if index.rows is not None else None, index.blocks, record)
         admission.row_fps = skip.fps
         return skip
 

@@ -20,7 +20,9 @@ from ingest.admission.keys import KeyDeriver
 from ingest.errors import UsageError
 from ingest.manifest.options import ManifestOptions
 from ingest.manifest.source import ManifestSource, read_manifest
+from ingest.results import livefold
 from ingest.results.index import ResumeIndex, fold_tail, repair
+from ingest.results.livefold import LiveFold
 from ingest.results.naming import family
 from ingest.results.provenance import elsewhere, foreign
 from ingest.results.snapshot import MIN_FOLDED, open_index, save_index
@@ -32,6 +34,7 @@ log = structlog.get_logger("ingest.run")
 
 SAMPLE_ROWS = 20  # first rows of a manifest whose keys are looked up in the results file
 TAIL_FOLDED_AT_END = 8  # at its end, a run folds its own records into the snapshot if they are at most 1/8 of it
+TAIL_FOLDED_ALWAYS = 1 << 20  # ... or at most this many bytes (without a live fold: ``ingest.results.livefold``)
 
 
 def load_resume(path: Path) -> ResumeIndex:
@@ -52,19 +55,32 @@ def load_resume(path: Path) -> ResumeIndex:
     return index
 
 
-def save_resume(path: Path, index: ResumeIndex) -> None:
-    """At the end of a run: fold the records it appended into ``index`` and save it as the snapshot, unless they are
-    many (folding them would grow the tables; the next run folds them, and saves, instead), or when all the snapshot
-    lacks is run records: a rerun that sent nothing appends its two, and rewriting the whole snapshot for them (25 MB
-    at 1M done rows) cost more than the next run folding two lines past the old one. Item records, finished manifest
-    blocks the snapshot does not hold, or ``MIN_FOLDED`` lines of run records, and it is saved."""
-    try:
-        appended = path.stat().st_size - index.covered
-    except OSError:
-        return
-    if appended > max(1 << 20, index.covered // TAIL_FOLDED_AT_END):
-        return
-    fold_tail(index, path)
+def live_fold(path: Path, index: ResumeIndex, *, total: int | None) -> LiveFold | None:
+    """A ``LiveFold`` of the records this run will write after what ``index`` covers, unless the manifest has more
+    unsettled rows than ``livefold.MAX_ROWS`` (its tables would weigh on the run's memory: the next run folds the
+    records from the file instead)."""
+    expected = 0 if total is None else max(0, total - len(index))
+    if expected > livefold.MAX_ROWS:
+        return None
+    return LiveFold(path, start=index.covered, expected=expected)
+
+
+def save_resume(path: Path, index: ResumeIndex, fold: LiveFold | None = None) -> None:
+    """At the end of a run: fold the records it appended into ``index`` and save it as the snapshot. ``fold`` holds
+    them when it could follow the whole run (``ingest.results.livefold``): the file is not read back. Otherwise they
+    are read back from the file, unless they are many (folding them would grow the tables; the next run folds them,
+    and saves, instead). Not saved when all the snapshot lacks is run records: a rerun that sent nothing appends its
+    two, and rewriting the whole snapshot for them (25 MB at 1M done rows) cost more than the next run folding two
+    lines past the old one. Item records, finished manifest blocks the snapshot does not hold, or ``MIN_FOLDED``
+    lines of run records, and it is saved."""
+    if fold is None or not fold.adopt(index):
+        try:
+            appended = path.stat().st_size - index.covered
+        except OSError:
+            return
+        if appended > max(TAIL_FOLDED_ALWAYS, index.covered // TAIL_FOLDED_AT_END):
+            return
+    fold_tail(index, path)  # what ``fold`` holds leaves nothing to read
     lacked = index.lines_read - index.snapshot_lines
     blocks_found = len(index.blocks) != index.snapshot_blocks
     if (index.unsaved_items() > 0 or lacked >= MIN_FOLDED or blocks_found) and not index.torn_tail:
