@@ -446,7 +446,7 @@ async def test_latency_fault_delays_the_answer() -> None:
         started = time.monotonic()
         status, _, _ = await upload(session, server)
     assert status == 201
-    assert 0.2 <= time.monotonic() - started < 1.0
+    assert 0.2 <= time.monotonic() - started < 5.0  # the drawn delay (loose above: a loaded machine)
 
 
 def test_fault_config_rejects_impossible_values() -> None:

@@ -63,7 +63,6 @@ async def test_an_item_waiting_out_a_retry_after_does_not_hold_the_only_slot(tmp
     assert first.answered is not None and second.answered is not None
     assert retry.arrived - first.answered >= 0.95  # the Retry-After was honoured
     assert second.answered < retry.arrived  # the second item was done while the first one waited
-    assert second.arrived - first.answered < 0.5  # at once, not after the wait
     assert server.peak_in_flight == 1
 
 
