@@ -47,6 +47,7 @@ from ingest.run.rehosting import RehostFigures
 from ingest.run.resume import check_belonging, live_fold, load_resume, save_resume
 from ingest.run.runrecord import RunRecorder, log_summary
 from ingest.run.stats import RunStats
+from ingest.streams import send
 from ingest.upload.limiter import RateLimiter
 from ingest.upload.replays import ReplayWatch
 from ingest.upload.transport import shown_proxy
@@ -68,6 +69,7 @@ ITEMS_PER_SLOT = 4
 # slot: C requests sent at once come back at once, and the last of each burst waits for the client to handle the
 # others, round trip after round trip (at C = 256 and 100 ms, 13% of the run). Spread once, they stay spread.
 RAMP_PER_SLOT = 0.0005
+VERIFY_BATCH = 64  # local files an earlier run ingested, checked at once before the preflight (a stat each)
 
 log = structlog.get_logger("ingest.run")
 
@@ -220,6 +222,11 @@ class _Run:
                 rehost_stage(config, session, self.api_key, run_id=self.stats.run_id) as rehosting,
             ):
                 self.rehoster = rehosting.rehoster if rehosting is not None else None
+                if rehosting is not None and first.rehost == "verify":
+                    next_item = await self._verify_local(first, items, results, rehosting)
+                    if next_item is None:
+                        return  # every item was a local file an earlier run ingested: no request was needed
+                    first = next_item
                 client = AssetsClient(session, self.api_key, config.client)
                 async with anyio.create_task_group() as consumers:
                     if self.rehoster is not None and first.rehost == "upload":
@@ -248,6 +255,55 @@ class _Run:
                     for n in range(tasks):  # the first task sends the item that opened the connection first
                         run = partial(consumer.run, start_after=n * step, first=None if n else first)
                         consumers.start_soon(run, items.clone(), results.clone())
+
+    async def _verify_local(
+        self,
+        first: WorkItem,
+        items: MemoryObjectReceiveStream[WorkItem],
+        results: MemoryObjectSendStream[Result],
+        rehosting: RehostStep,
+    ) -> WorkItem | None:
+        """Check, before the preflight, that the local files earlier runs ingested are unchanged (``verify``: a
+        stat each, up to ``VERIFY_BATCH`` at once), so that a rerun of a local migration with nothing left sends no
+        request at all, as a rerun of fal urls does. The first item that needs the network is returned for the
+        consumers (``None``: there was none)."""
+
+        def local_verify(item: WorkItem) -> bool:
+            return item.rehost == "verify" and rehosting.is_local(item)
+
+        item: WorkItem | None = first
+        while item is not None and local_verify(item):
+            batch, item, ended = [item], None, False
+            while len(batch) < VERIFY_BATCH:
+                try:
+                    queued = items.receive_nowait()
+                except anyio.WouldBlock:
+                    break
+                except anyio.EndOfStream:
+                    ended = True
+                    break
+                if not local_verify(queued):
+                    item = queued
+                    break
+                batch.append(queued)
+            async with anyio.create_task_group() as checks:
+                for checked in batch:
+                    checks.start_soon(self._verify_one, checked, results, rehosting)
+            if ended:
+                return None
+            if item is None:
+                try:
+                    item = await items.receive()
+                except (anyio.EndOfStream, anyio.ClosedResourceError):
+                    return None
+        return item
+
+    async def _verify_one(self, item: WorkItem, results: MemoryObjectSendStream[Result], rehosting: RehostStep) -> None:
+        changed = await rehosting.verify(item)
+        if changed is None:
+            self.stats.skipped_done += 1
+        else:
+            await send(results, changed)
 
     def _consumer(self, client: AssetsClient, rehosting: RehostStep | None, spare: Callable[[], None]) -> Consumer:
         from ingest.upload.consumer import Consumer

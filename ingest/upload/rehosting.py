@@ -75,6 +75,10 @@ class RehostStep:
         error = error_dict("changed_since_ingested", CHANGED_MESSAGE, retryable=False)
         return self._record(item, Status.INVALID, error, rehost=prior)
 
+    def is_local(self, item: WorkItem) -> bool:
+        """Whether ``item``'s source is a local file (checking it needs no network)."""
+        return source_kind(self._where(item)[0]) == "local"
+
     def _where(self, item: WorkItem) -> tuple[str, Path]:
         """The source to read and the local folder a relative path starts from."""
         url: str = item.body["url"]

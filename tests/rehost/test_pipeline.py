@@ -246,3 +246,33 @@ async def test_a_failed_rehost_of_an_exploded_record_keeps_the_items_index(tmp_p
     by_url = {r["item"]["url"]: r for r in records(results)}
     assert by_url["ok.png"]["status"] == "succeeded" and by_url["ok.png"]["index"] == 0
     assert by_url["gone.png"]["status"] == "failed" and by_url["gone.png"]["index"] == 1
+
+
+@pytest.mark.anyio
+async def test_a_rerun_of_unchanged_local_files_sends_no_request_at_all(tmp_path: Path) -> None:
+    """A rerun whose rows are all local files an earlier run ingested checks them without the network: no
+    preflight, no token, no upload, no registration (a nightly rerun of a local migration works with the API down);
+    a changed file is still reported, and a new row still gets the preflight and its upload."""
+    for name in ("a", "b", "c"):
+        write_file(tmp_path / "media" / f"{name}.png", 1500, seed=ord(name))
+    manifest = write_jsonl(tmp_path / "m.jsonl", ["media/a.png", "media/b.png", "media/c.png"])
+    results = tmp_path / "m.results.jsonl"
+    async with running_fake_server(STRICT) as server:
+        assert server.storage is not None
+        config = replace(rehost_config(manifest, results, server), preflight=True)
+        assert (await run(config)).exit_code == 0
+        requests, tokens = server.ledger.requests, server.storage.ledger.tokens_issued
+        assert (requests, tokens) == (4, 1)  # the preflight and three registrations; one token
+        again = await run(config)
+        assert again.exit_code == 0 and again.stats.skipped_done == 3
+        assert (server.ledger.requests, server.storage.ledger.tokens_issued) == (requests, tokens)
+        write_file(tmp_path / "media" / "b.png", 1600, seed=9)  # edited since it was ingested
+        changed = await run(config)
+        assert changed.stats.skipped_done == 2 and server.ledger.requests == requests
+        (record,) = [r for r in records(results)[3:] if r["item"]["url"] == "media/b.png"]
+        assert record["error"]["type"] == "changed_since_ingested"
+        write_file(tmp_path / "media" / "d.png", 1500, seed=4)
+        write_jsonl(manifest, ["media/a.png", "media/b.png", "media/c.png", "media/d.png"])
+        grown = await run(config)
+        assert grown.stats.by_status.get("succeeded") == 1 and grown.stats.skipped_done == 2
+        assert server.ledger.requests == requests + 2 and server.ledger.created == 4  # a preflight and d.png
