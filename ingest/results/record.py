@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -60,9 +60,23 @@ class Result:
     index: int | None = None  # the item's position in its manifest record, when one record made several items
     row_fp: int = 0  # fingerprint of the manifest line the row was read from (ingest.manifest.skip); 0: none
     rehost: dict[str, Any] | None = None  # a rehosted item's upload: source, fingerprint, sha256, size, fal url
+    # The line ``render`` made when the outcome was decided (the record is final then); b"": not rendered.
+    rendered: bytes = field(default=b"", repr=False, compare=False)
+
+    def render(self, finished_at: str) -> None:
+        """Make the record's line now, stamped ``finished_at`` (unless it has a stamp), for ``to_line`` to return.
+        Rendered as soon as it is built, a record is serialised while its objects are still in the CPU's caches:
+        in the sink, up to ``BATCH_DELAY`` later, the same ``to_line`` took ~8 µs instead of ~3.6 µs (a run against
+        an instant in-process server). Nothing changes a rendered record."""
+        self.finished_at = self.finished_at or finished_at
+        self.rendered = b""
+        self.rendered = self.to_line()
 
     def to_line(self) -> bytes:
-        """The record as one JSON line, newline included (stamps ``finished_at`` if unset)."""
+        """The record as one JSON line, newline included (stamps ``finished_at`` if unset); the rendered line if
+        ``render`` made one."""
+        if self.rendered:
+            return self.rendered
         if not self.finished_at:
             self.finished_at = utc_now()
         # Order matters for speed only: the fields a resume needs (key, status, body_sha256, error) come before the

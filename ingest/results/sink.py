@@ -147,7 +147,7 @@ class ResultsSink:
             self._fsync(file)
 
     def _write(self, batch: list[Result], file: BinaryIO) -> None:
-        stamp = utc_now()  # one clock reading per batch: they finished within BATCH_DELAY of each other
+        stamp = utc_now()  # for records not stamped when built (the producer's): one clock reading per batch
         for result in batch:
             result.finished_at = result.finished_at or stamp
         data = b"".join(result.to_line() for result in batch)

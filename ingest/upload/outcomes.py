@@ -10,6 +10,7 @@ import structlog
 
 from ingest.admission.admit import WorkItem
 from ingest.results.record import Result, Status, error_dict
+from ingest.results.rules import StampClock
 from ingest.upload.client import AttemptResult
 from ingest.upload.retry import Outcome
 
@@ -19,6 +20,7 @@ class SentRecords:
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
+        self._stamp = StampClock()  # each record's finished_at, when it is built (and rendered)
         # Bound once: the lazy module logger re-binds on every call, ~4 us each on a per-item path.
         self._log = structlog.get_logger("ingest.upload").bind()
 
@@ -84,8 +86,9 @@ class SentRecords:
         error: dict[str, Any] | None = None,
         rehost: dict[str, Any] | None = None,
     ) -> Result:
-        """The final record of an item that was sent (``item`` is the row's body: a rehosted item's source url)."""
-        return item.record(
+        """The final record of an item that was sent (``item`` is the row's body: a rehosted item's source url),
+        rendered (``Result.render``)."""
+        result = item.record(
             status,
             run_id=self.run_id,
             attempts=attempt,
@@ -96,3 +99,5 @@ class SentRecords:
             rehost=rehost,
             row_fp=item.row_fp if status is Status.SUCCEEDED else 0,
         )
+        result.render(self._stamp())
+        return result
