@@ -57,6 +57,8 @@ EXPECTED_ROWS = [
     "peers: bare aiohttp loop on uvloop items/s",
     "rehost: MiB/s, local files",
     "rehost: MiB/s, transfer alone",
+    "rehost: ms, spawn to first upload",
+    "rehost: ms, last answer to exit",
     "rehost: peak RSS MB, one big file",
 ]
 
