@@ -1,8 +1,10 @@
 """The fake storage's bytes and bookkeeping: files on disk, multipart uploads in progress, issued tokens.
 
 Bytes are spilled to a directory as they arrive (a 1 GiB upload costs the fake no memory); a multipart upload keeps
-one file per part, and the stored file is those parts in part order (``segments``): ``complete`` only hashes them, it
-does not copy a gigabyte into a second file (twice the dirty pages, which the kernel throttles to disk speed).
+one file per part, and the stored file is those parts in part order (``segments``): ``complete`` neither copies a
+gigabyte into a second file (twice the dirty pages, which the kernel throttles to disk speed) nor reads it back to hash
+it — as S3's CompleteMultipartUpload, it is bookkeeping; the whole file's sha256 is computed when first asked for
+(``BlobStore.digest``), by a test or ``GET /_admin/storage/files``, not within the client's upload.
 ``StorageLedger`` holds the figures a test checks (tokens issued, uploads, parts, bytes, rejections) and every stored
 file with its sha256.
 """
@@ -31,11 +33,11 @@ class StoredFile:
     content_type: str
     segments: tuple[Path, ...]
     size: int
-    sha256: str
+    sha256: str | None  # None until BlobStore.digest (a multipart file is not read back by complete)
     access_url: str
 
     def public(self) -> dict[str, Any]:
-        """JSON-ready, without the local path."""
+        """JSON-ready, without the local path (``sha256`` is ``None`` until ``BlobStore.digest``)."""
         return {
             "file_id": self.file_id,
             "file_name": self.file_name,
@@ -127,20 +129,28 @@ class BlobStore:
         self.by_url[stored.access_url] = stored
 
     def assemble(self, upload: PendingUpload, order: list[int]) -> StoredFile:
-        """The file made of ``upload``'s parts in ``order``, hashed; the caller makes it reachable (``add_file``).
-        Touches nothing shared, so that it may run in a worker thread (hashlib and reads release the GIL)."""
+        """The file made of ``upload``'s parts in ``order`` (not read: its sha256 comes with ``digest``); the caller
+        makes it reachable (``add_file``)."""
         segments = tuple(upload.parts[number][0] for number in order)
-        digest, size = hashlib.sha256(), 0
-        buffer = bytearray(HASH_CHUNK)
-        view = memoryview(buffer)
-        for segment in segments:
-            with segment.open("rb") as part:
-                while filled := part.readinto(buffer):
-                    digest.update(view[:filled])
-                    size += filled
+        size = sum(segment.stat().st_size for segment in segments)
         return StoredFile(
-            upload.file_id, upload.file_name, upload.content_type, segments, size, digest.hexdigest(), upload.access_url
+            upload.file_id, upload.file_name, upload.content_type, segments, size, None, upload.access_url
         )
+
+    @staticmethod
+    def digest(stored: StoredFile) -> str:
+        """``stored``'s sha256, computed from its segments the first time (hashlib and reads release the GIL, so a
+        worker thread may run it)."""
+        if stored.sha256 is None:
+            hasher = hashlib.sha256()
+            buffer = bytearray(HASH_CHUNK)
+            view = memoryview(buffer)
+            for segment in stored.segments:
+                with segment.open("rb") as part:
+                    while filled := part.readinto(buffer):
+                        hasher.update(view[:filled])
+            stored.sha256 = hasher.hexdigest()
+        return stored.sha256
 
     def forget_pending(self) -> int:
         """Drop every multipart upload in progress (their ids become unknown); returns how many."""

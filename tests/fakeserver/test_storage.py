@@ -129,6 +129,10 @@ async def test_multipart_parts_in_any_order_then_unknown_upload_id() -> None:
             assert resp.status == 200
             assert (await resp.json())["access_url"] == access
         assert await _get_bytes(session, access) == b"".join(parts)
+        async with session.get(f"{server.admin_url}/storage/files") as resp:
+            (stored,) = await resp.json()  # hashed when asked for: complete does not read the parts back
+        assert (stored["access_url"], stored["size"]) == (access, 3000)
+        assert stored["sha256"] == hashlib.sha256(b"".join(parts)).hexdigest()
         async with session.post(complete, json={"parts": listed}, headers=_bearer(token)) as resp:
             assert resp.status == 404
 
