@@ -56,9 +56,13 @@ EXPECTED_ROWS = [
     "peers: httpx AsyncClient loop items/s",
     "peers: bare aiohttp loop on uvloop items/s",
     "rehost: MiB/s, local files",
-    "rehost: MiB/s, transfer alone",
-    "rehost: ms, spawn to first upload",
-    "rehost: ms, last answer to exit",
+    "rehost: MiB/s, local files, transfer alone",
+    "rehost: ms, local files, spawn to first upload",
+    "rehost: ms, local files, last answer to exit",
+    "rehost: MiB/s, one big file",
+    "rehost: MiB/s, one big file, transfer alone",
+    "rehost: ms, one big file, spawn to first upload",
+    "rehost: ms, one big file, last answer to exit",
     "rehost: peak RSS MB, one big file",
 ]
 
