@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ingest
 from bench import clients
@@ -182,11 +183,14 @@ class Compared:
     ours: list[Window]
     theirs: list[Window]
 
-    def rates(self, seconds: Callable[[Window], float]) -> tuple[list[float], list[float]]:
-        return [self.total / seconds(w) / MIB for w in self.ours], [self.total / seconds(w) / MIB for w in self.theirs]
+    def mib_per_s(self, seconds: Callable[[Window], float]) -> Callable[[Window], float]:
+        """A round's MiB/s over the time ``seconds`` picks from its window."""
+        return lambda w: self.total / seconds(w) / MIB
 
     def ratio(self, seconds: Callable[[Window], float]) -> float:
-        return _median([a / b for a, b in zip(*self.rates(seconds), strict=True)])
+        """The median over rounds of ingest's MiB/s ÷ curl's."""
+        rate = self.mib_per_s(seconds)
+        return _median([rate(a) / rate(b) for a, b in zip(self.ours, self.theirs, strict=True)])
 
 
 def _compare(bench: Bench, root: str, files: list[Path], label: str) -> Compared:
@@ -211,6 +215,12 @@ def _compare(bench: Bench, root: str, files: list[Path], label: str) -> Compared
             f"{curl.tail_s * 1000:.0f} ms; ingest peak RSS {run.child.peak_rss_mb:.0f} MB"
         )
     return Compared(total, ours, theirs)
+
+
+def _row(compared: Compared, setting: str, name: str, figure: Callable[[Window], float], **more: Any) -> Row:
+    """A row of ingest's ``figure`` beside curl's, one value a round each."""
+    mine, theirs = [figure(w) for w in compared.ours], [figure(w) for w in compared.theirs]
+    return Row("rehost", name, setting, ",.0f", Stat.of(mine), Stat.of(theirs), "curl --upload-file", **more)
 
 
 def _wall(w: Window) -> float:
@@ -238,59 +248,18 @@ def rehost(bench: Bench) -> list[Row]:
         (one, f"1 × {p.rehost_big_mb} MiB, U={UPLOAD_CONCURRENCY}", "one big file"),
     ):
         ratio = compared.ratio(_wall)
-        big_note = (
-            "ingest: a multipart upload of 10 MiB parts, hashed in order; curl: one POST of the whole file"
-            if compared is one
-            else ""
-        )
+        how_sent = "ingest: a multipart upload of 10 MiB parts, hashed in order; curl: one POST of the whole file"
         rows += [
-            Row(
-                "rehost",
-                f"MiB/s, {how}",
-                setting,
-                ",.0f",
-                Stat.of(compared.rates(_wall)[0]),
-                Stat.of(compared.rates(_wall)[1]),
-                "curl --upload-file",
-                ratio=ratio,
-                ratio_of="ingest/curl",
-                target="≥ 0.9× curl",
-                met=ratio >= 0.9,
-                note=big_note,
-            ),
-            Row(
-                "rehost",
-                f"MiB/s, {how}, transfer alone",
-                setting,
-                ",.0f",
-                Stat.of(compared.rates(_transfer)[0]),
-                Stat.of(compared.rates(_transfer)[1]),
-                "curl --upload-file",
-                ratio=compared.ratio(_transfer),
-                ratio_of="ingest/curl",
-                note="first upload request to last answer, as the fake saw it: start-up excluded for both",
-            ),
-            Row(
-                "rehost",
-                f"ms, {how}, spawn to first upload",
-                setting,
-                ",.0f",
-                Stat.of([w.first_byte_s * 1000 for w in compared.ours]),
-                Stat.of([w.first_byte_s * 1000 for w in compared.theirs]),
-                "curl --upload-file",
-                note="start-up, settings, token, preflight (curl's token is fetched before its clock)",
-            ),
-            Row(
-                "rehost",
-                f"ms, {how}, last answer to exit",
-                setting,
-                ",.0f",
-                Stat.of([w.tail_s * 1000 for w in compared.ours]),
-                Stat.of([w.tail_s * 1000 for w in compared.theirs]),
-                "curl --upload-file",
-                note="ingest: the last registration, the records and the exit",
-            ),
-        ]
+            _row(compared, setting, f"MiB/s, {how}", compared.mib_per_s(_wall), ratio=ratio, ratio_of="ingest/curl",
+                 target="≥ 0.9× curl", met=ratio >= 0.9, note=how_sent if compared is one else ""),
+            _row(compared, setting, f"MiB/s, {how}, transfer alone", compared.mib_per_s(_transfer),
+                 ratio=compared.ratio(_transfer), ratio_of="ingest/curl",
+                 note="first upload request to last answer, as the fake saw it: start-up excluded for both"),
+            _row(compared, setting, f"ms, {how}, spawn to first upload", lambda w: w.first_byte_s * 1000,
+                 note="start-up, settings, token, preflight (curl's token is fetched before its clock)"),
+            _row(compared, setting, f"ms, {how}, last answer to exit", lambda w: w.tail_s * 1000,
+                 note="ingest: the last registration, the records and the exit"),
+        ]  # fmt: skip
     peak = max(w.child.peak_rss_mb for w in one.ours)
     rows.append(
         Row(
