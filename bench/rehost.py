@@ -167,7 +167,10 @@ def _transfer_window(root: str, run: Callable[[], ChildRun]) -> Window:
     """``run()`` split at its transfer as the fake saw it: from the first upload request to the last answer (start-up,
     token, registration and records outside it, for either client alike)."""
     stats_url = f"{root}/_admin/storage/stats"
-    urllib.request.urlopen(stats_url + "?reset_window=1", timeout=10).read()  # loopback: the fake started above
+    # The files of earlier rounds are dropped first (POST /_admin/reset): a full run would otherwise keep every
+    # round's copy, ~9 GiB on disk. Loopback: the fake started above.
+    urllib.request.urlopen(urllib.request.Request(f"{root}/_admin/reset", data=b"", method="POST"), timeout=10).read()
+    urllib.request.urlopen(stats_url + "?reset_window=1", timeout=10).read()
     child = run()
     with urllib.request.urlopen(stats_url, timeout=10) as response:
         window = json.loads(response.read())["window"]
